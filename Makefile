@@ -1,0 +1,19 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SECONDS ?= 0
+
+.PHONY: setup test demo clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: setup
+	$(PY) -m scripts.demo --seconds $(SECONDS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

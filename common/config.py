@@ -1,0 +1,299 @@
+"""config.ini: one declared schema, checked at start.
+
+Every section and key the project knows is listed in SCHEMA below; nowhere else. An unknown section or key,
+a missing required key or a bad value raises ConfigError, whose text names file, section, key and value.
+Services turn that into exit code 2 (see common.service).
+"""
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+CONFIG_EXIT_CODE = 2
+
+
+class ConfigError(Exception):
+    """A config problem the user must fix. The text names file, section, key and value."""
+
+    def __init__(self, path: str, section: str | None, key: str | None, value: Any, reason: str):
+        self.path, self.section, self.key, self.value, self.reason = path, section, key, value, reason
+        where = path
+        if section is not None:
+            where += f": [{section}]"
+        if key is not None:
+            where += f" {key} = {value!r}" if value is not None else f" {key}"
+        super().__init__(f"config error: {where}: {reason}")
+
+
+# --- value parsers: each takes the raw string and returns the value or raises ValueError(reason) ---
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip(), 10)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("not a boolean (yes/no, true/false, on/off, 1/0)")
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+_HOST_RE = re.compile(r"^(https?://)?[A-Za-z0-9._\-\[\]:]+(:\d{1,5})?/?$")
+
+
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if value and not _HOST_RE.match(value):
+        raise ValueError("not a host, host:port or http://host:port")
+    return value
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("not an http:// URL")
+    return value
+
+
+def _level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    return value
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable[[str], Any]
+    default: Any = None          # None together with required=True: must be given
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    keys: dict
+    optional: bool = False       # the whole section may be absent
+    doc: str = ""
+
+
+def _meter_keys(poll_interval: float, doc: str) -> dict:
+    return {
+        "host": Key(_host, required=True, doc=f"{doc}: host or host:port"),
+        "username": Key(_str, "admin", doc="user name (Gen1 Basic auth; Gen2 digest always uses 'admin')"),
+        "password": Key(_str, "", doc="password; empty: no authentication"),
+        "type": Key(_str, "auto", choices=("auto", "gen1", "gen2"), doc="auto: detect with GET /shelly"),
+        "timeout": Key(_float, 2.0, min=0.1, max=30, doc="s, per HTTP request"),
+        "poll_interval": Key(_float, poll_interval, min=0.2, max=3600, doc="s"),
+    }
+
+
+SCHEMA: dict[str, Section] = {
+    "opendtu": Section({
+        "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port"),
+        "username": Key(_str, "admin", doc="OpenDTU user name (always admin on OpenDTU)"),
+        "password": Key(_str, "", doc="empty: read-only access, no control possible"),
+        "timeout": Key(_float, 2.5, min=0.1, max=30, doc="s, per HTTP request"),
+        "poll_interval": Key(_float, 2.0, min=0.2, max=3600, doc="s between live-data polls"),
+        "setpoint_timeout_s": Key(_float, 10.0, min=1, max=600,
+                                  doc="s without a fresh setpoint before every inverter goes to its safe minimum"),
+        "limit_ack_timeout_s": Key(_float, 15.0, min=1, max=120,
+                                   doc="s to wait for limit_set_status Ok before a limit counts as failed"),
+        "inverter_restart_min_interval_s": Key(_float, 600.0, min=0, max=86400,
+                                               doc="s, at most one restart per inverter in this time"),
+        "dtu_reboot_min_interval_s": Key(_float, 3600.0, min=0, max=86400,
+                                         doc="s, at most one DTU reboot in this time"),
+    }, doc="the OpenDTU gateway"),
+    "grid_meter": Section(_meter_keys(1.0, "grid Shelly"), doc="the Shelly that measures the grid (+ = import)"),
+    "balcony_meter": Section(_meter_keys(5.0, "balcony Shelly"), optional=True,
+                             doc="a plug-in solar system whose output is subtracted from MaxFeedIn"),
+    "relay": Section({
+        "keepalive_url": Key(_url, required=True, doc="e.g. http://shelly/relay/0?turn=on&timer=900"),
+        "switchoff_url": Key(_url, required=True, doc="e.g. http://shelly/relay/0?turn=off"),
+        "interval": Key(_float, 300.0, min=5, max=3600, doc="s between life-signal decisions"),
+        "timeout": Key(_float, 5.0, min=0.1, max=60, doc="s, per HTTP request"),
+    }, optional=True, doc="the life signal: a relay that opens by itself unless re-armed"),
+    "control": Section({
+        "law": Key(_str, "project", choices=("project", "seed"), doc="control law"),
+        "zero_point": Key(_int, 25, min=0, max=200, doc="W of grid import to aim for"),
+        "max_feed_in": Key(_int, 700, min=0, max=800, doc="W, legal cap for inverters + balcony system"),
+        "power_feed_in_soc": Key(_int, 96, min=10, max=99, doc="%, SOC above which deliberate export is allowed"),
+        "soc_floating_max": Key(_int, 74, min=74, max=125, doc="%, initial seasonal SOC maximum (then persisted)"),
+        "state_dir": Key(_str, "", doc="folder for the persisted state; default: the folder of this config file"),
+        "min_percent": Key(_int, 1, min=0, max=100, doc="%, lowest inverter limit"),
+        "max_percent": Key(_int, 80, min=1, max=100, doc="%, highest inverter limit"),
+        "steps_percent": Key(_int, 2, min=1, max=50, doc="%, limits are quantised to these steps (seed law)"),
+        "consume_filter_factor": Key(_int, 3, min=0, max=100, doc="SMA factor for rising consumption"),
+        "feed_in_filter_factor": Key(_int, 0, min=0, max=100, doc="SMA factor on export readings"),
+        "feed_in_at_negative_watt_difference": Key(_int, 150, min=0, max=5000,
+                                                    doc="W, a drop larger than this is taken at once"),
+        "accuracy": Key(_int, 10, min=0, max=500, doc="W, deadband of the seed law"),
+        "max_temperature": Key(_float, 50.0, min=20, max=100, doc="°C, inverter over-temperature"),
+        "temperature_hysteresis": Key(_float, 5.0, min=0, max=30, doc="K, alarm clears below max - this"),
+        "seed_loop_interval": Key(_float, 3.0, min=0.5, max=60, doc="s, cycle of the seed law"),
+        "grid_stale_s": Key(_float, 5.0, min=1, max=120, doc="s, older grid samples count as stale"),
+        "battery_stale_s": Key(_float, 60.0, min=1, max=3600, doc="s, older battery state counts as stale"),
+        "dtu_stale_s": Key(_float, 30.0, min=2, max=3600, doc="s, older inverter data counts as stale"),
+        "balcony_fallback_w": Key(_int, 500, min=0, max=800, doc="W assumed when the balcony meter is unreadable"),
+        "negative_grid_w": Key(_int, 150, min=0, max=5000, doc="W of export counted as uncorrectable"),
+        "negative_grid_loops": Key(_int, 50, min=1, max=254, doc="loops of such export before the relay opens"),
+        "producing_grace_s": Key(_float, 270.0, min=0, max=3600,
+                                 doc="s an inverter may be on grid but not producing before a restart"),
+    }, doc="the control loop"),
+    "venus": Section({
+        "acload_instance": Key(_int, 59, min=0, max=999),
+        "dcsystem_instance": Key(_int, 137, min=0, max=999),
+        "dcload_first_instance": Key(_int, 134, min=0, max=999, doc="inverter n (in the DTU's order) gets this + n"),
+        "acload_custom_name": Key(_str, "Grid by Shelly"),
+        "battery_service": Key(_str, "", doc="D-Bus name of the battery to use when several exist"),
+    }, doc="Venus OS D-Bus services"),
+    "bus": Section({
+        "rundir": Key(_str, "/tmp/dbus-opendtu", doc="ipc:// sockets live here, mode 0700"),
+        "log_level": Key(_level, "INFO", doc="log level of every service"),
+    }, doc="the ZeroMQ bus and process-wide settings"),
+}
+
+
+class Config(SimpleNamespace):
+    """Attribute access per section (`cfg.opendtu.host`); an absent optional section is None."""
+
+    path: str
+
+    def secrets(self) -> list[str]:
+        out = []
+        for name in SCHEMA:
+            section = getattr(self, name, None)
+            if section is not None and getattr(section, "password", ""):
+                out.append(section.password)
+        return out
+
+
+def _check_range(path, section, key, spec: Key, raw, value):
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(path, section, key, raw, f"must be one of {', '.join(spec.choices)}")
+    if spec.min is not None and value < spec.min:
+        raise ConfigError(path, section, key, raw, f"must be >= {spec.min:g}")
+    if spec.max is not None and value > spec.max:
+        raise ConfigError(path, section, key, raw, f"must be <= {spec.max:g}")
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
+                                       default_section="\x00none")
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(path, exc.section, None, None, "section given twice") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(path, exc.section, exc.option, None, "key given twice") from None
+    except configparser.Error as exc:
+        raise ConfigError(path, None, None, None, f"not an ini file: {exc.message.splitlines()[0]}") from None
+
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(path, section, None, None,
+                              f"unknown section (known: {', '.join(SCHEMA)})")
+        for key in parser[section]:
+            if key not in SCHEMA[section].keys:
+                raise ConfigError(path, section, key, parser[section][key], "unknown key")
+
+    values: dict[str, Optional[SimpleNamespace]] = {}
+    for section, spec in SCHEMA.items():
+        if section not in parser:
+            if spec.optional:
+                values[section] = None
+                continue
+            if any(k.required for k in spec.keys.values()):
+                missing = next(name for name, k in spec.keys.items() if k.required)
+                raise ConfigError(path, section, missing, None, "missing required section")
+        given = parser[section] if section in parser else {}
+        out = {}
+        for key, kspec in spec.keys.items():
+            raw = given.get(key) if given else None
+            if raw is None or (kspec.required and raw.strip() == ""):
+                if kspec.required:
+                    raise ConfigError(path, section, key, raw, "required key is missing or empty")
+                out[key] = kspec.default
+                continue
+            try:
+                value = kspec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(path, section, key, raw, str(exc)) from None
+            _check_range(path, section, key, kspec, raw, value)
+            out[key] = value
+        values[section] = SimpleNamespace(**out)
+
+    control = values["control"]
+    if control.min_percent > control.max_percent:
+        raise ConfigError(path, "control", "min_percent", control.min_percent,
+                          f"must not exceed max_percent ({control.max_percent})")
+    if not control.state_dir:
+        control.state_dir = os.path.dirname(os.path.abspath(path)) if path != "<string>" else "."
+    cfg = Config(**values)
+    cfg.path = path
+    return cfg
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(path, None, None, None, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, None, None, "not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def example_ini() -> str:
+    """The commented example config, generated from SCHEMA (README and config.example.ini are checked against it)."""
+    lines = ["; dbus-opendtu configuration. Generated from common/config.py SCHEMA; every key with its default.",
+             "; Unknown sections or keys are errors. Optional sections may be left out entirely.", ""]
+    for name, spec in SCHEMA.items():
+        head = f"[{name}]"
+        if spec.doc or spec.optional:
+            head += f"    ; {'optional: ' if spec.optional else ''}{spec.doc}"
+        lines.append(head)
+        for key, k in spec.keys.items():
+            default = "" if k.default is None else k.default
+            if isinstance(default, bool):
+                default = "yes" if default else "no"
+            notes = []
+            if k.required:
+                notes.append("required")
+            if k.doc:
+                notes.append(k.doc)
+            if k.choices:
+                notes.append(" | ".join(k.choices))
+            elif k.min is not None or k.max is not None:
+                notes.append(f"range {k.min:g}..{k.max:g}")
+            lines.append(f"{key} = {default}" + (f"    ; {'; '.join(notes)}" if notes else ""))
+        lines.append("")
+    return "\n".join(lines)
