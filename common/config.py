@@ -95,6 +95,7 @@ class Key:
     max: float | None = None
     choices: tuple = ()
     doc: str = ""
+    example: str = ""            # shown in config.example.ini for required keys
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ class Section:
     doc: str = ""
 
 
-def _meter_keys(poll_interval: float, doc: str) -> dict:
+def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
     return {
-        "host": Key(_host, required=True, doc=f"{doc}: host or host:port"),
+        "host": Key(_host, required=True, doc=f"{doc}: host or host:port", example=example),
         "username": Key(_str, "admin", doc="user name (Gen1 Basic auth; Gen2 digest always uses 'admin')"),
         "password": Key(_str, "", doc="password; empty: no authentication"),
         "type": Key(_str, "auto", choices=("auto", "gen1", "gen2"), doc="auto: detect with GET /shelly"),
@@ -117,7 +118,8 @@ def _meter_keys(poll_interval: float, doc: str) -> dict:
 
 SCHEMA: dict[str, Section] = {
     "opendtu": Section({
-        "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port"),
+        "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port",
+                    example="192.168.1.50"),
         "username": Key(_str, "admin", doc="OpenDTU user name (always admin on OpenDTU)"),
         "password": Key(_str, "", doc="empty: read-only access, no control possible"),
         "timeout": Key(_float, 2.5, min=0.1, max=30, doc="s, per HTTP request"),
@@ -131,12 +133,14 @@ SCHEMA: dict[str, Section] = {
         "dtu_reboot_min_interval_s": Key(_float, 3600.0, min=0, max=86400,
                                          doc="s, at most one DTU reboot in this time"),
     }, doc="the OpenDTU gateway"),
-    "grid_meter": Section(_meter_keys(1.0, "grid Shelly"), doc="the Shelly that measures the grid (+ = import)"),
-    "balcony_meter": Section(_meter_keys(5.0, "balcony Shelly"), optional=True,
+    "grid_meter": Section(_meter_keys(1.0, "grid Shelly", "192.168.1.51"), doc="the Shelly that measures the grid (+ = import)"),
+    "balcony_meter": Section(_meter_keys(5.0, "balcony Shelly", "192.168.1.52"), optional=True,
                              doc="a plug-in solar system whose output is subtracted from MaxFeedIn"),
     "relay": Section({
-        "keepalive_url": Key(_url, required=True, doc="e.g. http://shelly/relay/0?turn=on&timer=900"),
-        "switchoff_url": Key(_url, required=True, doc="e.g. http://shelly/relay/0?turn=off"),
+        "keepalive_url": Key(_url, required=True, doc="relay on with a flip-back timer well above interval",
+                             example="http://192.168.1.53/relay/0?turn=on&timer=900"),
+        "switchoff_url": Key(_url, required=True, doc="relay off (never with a timer)",
+                             example="http://192.168.1.53/relay/0?turn=off"),
         "interval": Key(_float, 300.0, min=5, max=3600, doc="s between life-signal decisions"),
         "timeout": Key(_float, 5.0, min=0.1, max=60, doc="s, per HTTP request"),
     }, optional=True, doc="the life signal: a relay that opens by itself unless re-armed"),
@@ -273,18 +277,18 @@ def load_config(path: str) -> Config:
 
 
 def example_ini() -> str:
-    """The commented example config, generated from SCHEMA (README and config.example.ini are checked against it)."""
-    lines = ["; dbus-opendtu configuration. Generated from common/config.py SCHEMA; every key with its default.",
-             "; Unknown sections or keys are errors. Optional sections may be left out entirely.", ""]
+    """The commented example config, generated from SCHEMA (config.example.ini is checked against it)."""
+    lines = ["; dbus-opendtu configuration (generated from common/config.py SCHEMA: every key with its default).",
+             "; Unknown sections or keys are errors. Optional sections are commented out: remove the '; ' to use",
+             "; them. Check a file with: python -m common.config PATH", ""]
     for name, spec in SCHEMA.items():
-        head = f"[{name}]"
+        pre = "; " if spec.optional else ""
+        head = f"{pre}[{name}]"
         if spec.doc or spec.optional:
             head += f"    ; {'optional: ' if spec.optional else ''}{spec.doc}"
         lines.append(head)
         for key, k in spec.keys.items():
-            default = "" if k.default is None else k.default
-            if isinstance(default, bool):
-                default = "yes" if default else "no"
+            default = k.example if k.required else ("" if k.default is None else k.default)
             notes = []
             if k.required:
                 notes.append("required")
@@ -294,6 +298,31 @@ def example_ini() -> str:
                 notes.append(" | ".join(k.choices))
             elif k.min is not None or k.max is not None:
                 notes.append(f"range {k.min:g}..{k.max:g}")
-            lines.append(f"{key} = {default}" + (f"    ; {'; '.join(notes)}" if notes else ""))
+            lines.append(f"{pre}{key} = {default}" + (f"    ; {'; '.join(notes)}" if notes else ""))
         lines.append("")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`python -m common.config PATH`: check a config file (exit 2 with one message on error);
+    `python -m common.config --example`: print the example config."""
+    import sys
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--example"]:
+        print(example_ini())
+        return 0
+    if len(args) != 1:
+        print("usage: python -m common.config PATH | --example", file=sys.stderr)
+        return CONFIG_EXIT_CODE
+    try:
+        cfg = load_config(args[0])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return CONFIG_EXIT_CODE
+    present = [name for name in SCHEMA if getattr(cfg, name) is not None]
+    print(f"{args[0]}: ok (sections: {', '.join(present)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
