@@ -1,0 +1,28 @@
+#!/bin/sh
+# Removes dbus-opendtu from the boot sequence and stops it. Keeps this folder, config.ini and the state file;
+# delete /data/dbus-opendtu yourself to remove everything.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+NAME=dbus-opendtu
+PREFIX=${PREFIX:-}
+SERVICE_LINK="$PREFIX/service/$NAME"
+RC_LOCAL="$PREFIX/data/rc.local"
+SVC=${SVC:-svc}
+
+say() { echo "$NAME uninstall: $*"; }
+
+if [ -e "$SERVICE_LINK" ] || [ -L "$SERVICE_LINK" ]; then
+  if command -v "$SVC" >/dev/null 2>&1; then
+    "$SVC" -d "$SERVICE_LINK" "$SERVICE_LINK/log" 2>/dev/null || true   # stop supervisord (and so the services)
+    "$SVC" -x "$SERVICE_LINK" "$SERVICE_LINK/log" 2>/dev/null || true   # let supervise exit
+  fi
+  rm -f "$SERVICE_LINK"
+  say "removed $SERVICE_LINK"
+fi
+if [ -f "$RC_LOCAL" ] && grep -qF "# $NAME" "$RC_LOCAL"; then
+  grep -vF "# $NAME" "$RC_LOCAL" > "$RC_LOCAL.tmp" || true
+  cat "$RC_LOCAL.tmp" > "$RC_LOCAL"
+  rm -f "$RC_LOCAL.tmp"
+  say "removed the line from $RC_LOCAL"
+fi
+say "done; $HERE (config and state) is kept"
