@@ -7,48 +7,14 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
 from common import messages as m
-from common.bus import Subscriber
-from common.dbus_private import PrivateDbus
+from scripts.stack import Stack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 DEMO_DIR = "/tmp/dbus-opendtu-demo"
-
-
-def demo_config(port_base: int, rundir: str) -> str:
-    return f"""; written by scripts/demo.py for the simulators
-[opendtu]
-host = 127.0.0.1:{port_base}
-password = openDTU42
-poll_interval = 1
-
-[grid_meter]
-host = 127.0.0.1:{port_base + 1}
-poll_interval = 1
-
-[balcony_meter]
-host = 127.0.0.1:{port_base + 2}
-poll_interval = 2
-
-[relay]
-keepalive_url = http://127.0.0.1:{port_base + 3}/relay/0?turn=on&timer=900
-switchoff_url = http://127.0.0.1:{port_base + 3}/relay/0?turn=off
-interval = 60
-
-[control]
-state_dir = {DEMO_DIR}
-
-[venus]
-
-[bus]
-rundir = {rundir}
-log_level = INFO
-"""
 
 
 class StatusLine:
@@ -92,20 +58,6 @@ class StatusLine:
                 + f" | SOC {soc}%  relay {relay} | {reason}")
 
 
-def stop_proc(proc: subprocess.Popen, name: str, timeout_s: float = 15) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        print(f"demo: {name} (pid {proc.pid}) did not stop, killing it", file=sys.stderr)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: run until Ctrl-C)")
@@ -116,9 +68,8 @@ def main(argv=None) -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     os.makedirs(DEMO_DIR, mode=0o700)
     rundir = os.path.join(DEMO_DIR, "bus")
-    config_path = os.path.join(DEMO_DIR, "config.ini")
-    with open(config_path, "w") as handle:
-        handle.write(demo_config(args.port_base, rundir))
+    stack = Stack(DEMO_DIR, rundir, scenario=args.scenario, port_base=args.port_base,
+                  dbus_folder=os.path.join(DEMO_DIR, "dbus"))
 
     stopping = False
 
@@ -128,41 +79,25 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-
-    procs: list[tuple[str, subprocess.Popen]] = []
-    dbus_dir = os.path.join(DEMO_DIR, "dbus")
-    os.makedirs(dbus_dir)
-    dbus = PrivateDbus(folder=dbus_dir, set_env=False)
-    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", "DBUS_OPENDTU_CONFIG": config_path}
     try:
-        dbus.start()
-        env["DBUS_SYSTEM_BUS_ADDRESS"] = dbus.address
-        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        print(f"demo: private D-Bus at {dbus.address} (pid {dbus.pid})")
-        sim_log = open(os.path.join(DEMO_DIR, "sim.log"), "wb")
-        sim = subprocess.Popen([sys.executable, "-m", "sim", "--scenario", args.scenario,
-                                "--port-base", str(args.port_base)], cwd=ROOT, env=env, stdout=sim_log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(("simulators", sim))
-        print(f"demo: simulators (pid {sim.pid}), ports {args.port_base}..{args.port_base + 10}, "
-              f"log {DEMO_DIR}/sim.log")
-        sup = subprocess.Popen([os.path.join(VENV_BIN, "supervisord"), "-n", "-c", os.path.join(ROOT, "supervisord.conf")],
-                               cwd=ROOT, env=env, start_new_session=True)
-        procs.append(("supervisord", sup))
-        print(f"demo: supervisord (pid {sup.pid}) with config {config_path}; logs in {ROOT}/log/")
+        print(f"demo: starting a private D-Bus, the simulators (ports {args.port_base}..{args.port_base + 10}) "
+              f"and supervisord; logs in {DEMO_DIR}/ and {ROOT}/log/")
+        stack.start()
+        print(f"demo: private D-Bus at {stack.dbus.address} (pid {stack.dbus.pid}), simulators pid {stack.sim.pid}, "
+              f"supervisord pid {stack.supervisord.pid}, config {stack.config_path}")
         print(f"demo: tap the bus:  .venv/bin/python -m common.busmon --rundir {rundir}")
-        print(f"demo: D-Bus:        DBUS_SYSTEM_BUS_ADDRESS={dbus.address} dbus-send --system --print-reply "
-              f"--dest=com.victronenergy.acload.http_59 /MaxFeedIn com.victronenergy.BusItem.SetValue variant:int32:600")
+        print(f"demo: D-Bus:        DBUS_SYSTEM_BUS_ADDRESS={stack.dbus.address} dbus-send --system --print-reply "
+              "--dest=com.victronenergy.acload.http_59 /MaxFeedIn com.victronenergy.BusItem.SetValue variant:int32:600")
         status = StatusLine()
-        sub = Subscriber(rundir, topics=[m.METER_GRID, m.CTRL_STATUS, m.VENUS_BATTERY, m.RELAY_STATE, m.DTU_INVERTER])
+        sub = stack.subscriber([m.METER_GRID, m.CTRL_STATUS, m.VENUS_BATTERY, m.RELAY_STATE, m.DTU_INVERTER])
         start = time.monotonic()
         next_line = start + 1
         while not stopping:
             if args.seconds and time.monotonic() - start >= args.seconds:
                 break
-            for name, proc in procs:
+            for proc in (stack.sim, stack.supervisord):
                 if proc.poll() is not None:
-                    print(f"\ndemo: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    print(f"\ndemo: {proc.name} exited with code {proc.returncode}; stopping", file=sys.stderr)
                     stopping = True
             msg = sub.recv(timeout_s=0.1)
             if msg is not None:
@@ -171,14 +106,14 @@ def main(argv=None) -> int:
                 next_line += 1
                 print(f"{time.monotonic() - start:6.0f}s {status.render()}", flush=True)
         sub.close()
+    except TimeoutError as exc:
+        print(f"demo: {exc}; see the logs in {DEMO_DIR}/ and {ROOT}/log/", file=sys.stderr)
+        return 1
     finally:
-        print("\ndemo: stopping")
-        for name, proc in reversed(procs):
-            stop_proc(proc, name)
-            print(f"demo: stopped {name} (pid {proc.pid})")
-        dbus.stop()
-        print("demo: stopped D-Bus")
+        print("\ndemo: stopping every process by PID")
+        stack.stop()
         shutil.rmtree(rundir, ignore_errors=True)
+        print("demo: stopped")
     return 0
 
 
