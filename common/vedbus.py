@@ -330,6 +330,7 @@ class VeDbusService:
         self._items.clear()
         self._nodes.clear()
         if self._own_bus:
+            self.bus.set_exit_on_disconnect(False)   # libdbus would otherwise _exit(1) on our own close
             self.bus.close()
 
     # ------------------------------------------------------------ values
