@@ -322,13 +322,33 @@ def example_ini() -> str:
     return "\n".join(lines)
 
 
+def markdown_reference() -> str:
+    """The README's config table, generated from SCHEMA (a test checks README against it)."""
+    rows = ["| Section | Key | Default | Range / choices | Meaning |", "|---|---|---|---|---|"]
+    for name, spec in SCHEMA.items():
+        for key, k in spec.keys.items():
+            default = "*required*" if k.required else (f"`{k.default}`" if k.default not in ("", None) else "(empty)")
+            if k.choices:
+                rng = " \\| ".join(k.choices)
+            elif k.min is not None or k.max is not None:
+                rng = f"{k.min:g}..{k.max:g}"
+            else:
+                rng = ""
+            section = f"`[{name}]`" + (" (optional)" if spec.optional else "")
+            rows.append(f"| {section} | `{key}` | {default} | {rng} | {k.doc} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     """`python -m common.config PATH`: check a config file (exit 2 with one message on error);
-    `python -m common.config --example`: print the example config."""
+    `python -m common.config --example`: print the example config; `--markdown`: the README table."""
     import sys
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--example"]:
         print(example_ini())
+        return 0
+    if args == ["--markdown"]:
+        print(markdown_reference())
         return 0
     if len(args) != 1:
         print("usage: python -m common.config PATH | --example", file=sys.stderr)

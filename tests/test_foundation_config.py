@@ -102,3 +102,13 @@ def test_example_config_is_generated_from_the_schema_and_loads():
             for key, k in spec.keys.items():
                 if not k.required:
                     assert getattr(getattr(cfg, name), key) == (k.default if key != "state_dir" else ROOT)
+
+
+def test_readme_config_reference_matches_the_schema():
+    from common.config import markdown_reference
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    start = readme.index("<!-- config-reference:start -->") + len("<!-- config-reference:start -->")
+    end = readme.index("<!-- config-reference:end -->")
+    assert readme[start:end].strip() == markdown_reference().strip(), \
+        "regenerate with scripts/update_docs.py"
