@@ -143,6 +143,8 @@ SCHEMAS: dict[str, dict] = {
         "firmware": F(OPT_STR, False),
         "can_control": F((bool,)),       # False: no password, read-only
         "last_ok_t_mono": F(OPT_NUM, False),
+        "unreachable": F((list,), False, items=(str,)),   # serials the DTU reports as not reachable
+        "data_age_s": F((dict,), False, values=NUM),      # serial -> data_age at the last good poll
     },
     DTU_ACK: {
         "serial": F(OPT_STR),            # None for a DTU reboot
@@ -192,6 +194,7 @@ SCHEMAS: dict[str, dict] = {
         "restart": F((list,), False, items=(str,)),   # serials to restart (writer rate-limits)
         "dtu_reboot": F((bool,), False),
         "reason": F(OPT_STR, False),
+        "grid_sample_t_mono": F(OPT_NUM, False),   # sample_t_mono of the grid sample this decision used
     },
     CTRL_RELAY: {
         "on": F((bool,)),

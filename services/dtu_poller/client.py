@@ -1,0 +1,420 @@
+"""A small OpenDTU HTTP client: every answer is checked before use, every failure is an error of a named kind.
+
+Facts: ../shared/reference/opendtu-api.md. Unknown paths answer 200 with HTML, out-of-memory answers are 429 /
+500 / `null`, validation failures are 200 with type "warning", NaN prints as `null`. Values that are missing or
+NaN become None, never 0; a value of the wrong shape makes the whole answer invalid.
+
+Parsing is pure (`parse_*` functions); `OpenDtuClient` only adds HTTP around it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import requests
+
+from common.clock import SYSTEM_CLOCK
+from common.logsetup import redact_url
+
+
+# ------------------------------------------------------------------ errors
+
+class DtuError(Exception):
+    """Base of every OpenDTU problem. `kind` is what dtu.status publishes as error_kind."""
+    kind = "error"
+
+
+class DtuConnectionError(DtuError):
+    kind = "connection"
+
+
+class DtuTimeout(DtuError):
+    kind = "timeout"
+
+
+class DtuAuthError(DtuError):
+    kind = "auth"
+
+
+class DtuRateLimited(DtuError):
+    kind = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: Optional[float] = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DtuHttpError(DtuError):
+    kind = "http"
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class DtuInvalidResponse(DtuError):
+    """HTML instead of JSON, a `null` body, garbage, missing fields, bad value shapes."""
+    kind = "invalid"
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class DtuRejected(DtuError):
+    """HTTP 200 but type warning/danger: the DTU refused the command."""
+    kind = "rejected"
+
+    def __init__(self, message: str, code: Optional[int] = None):
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------ parsed answers
+
+@dataclass
+class DcInput:
+    voltage_v: Optional[float]
+    current_a: Optional[float]
+    power_w: Optional[float]
+
+
+@dataclass
+class InverterSummary:
+    """The common fields of one inverter (plain livedata call)."""
+    serial: str
+    name: str
+    order: Optional[int]
+    data_age_s: float
+    reachable: bool
+    producing: bool
+    poll_enabled: Optional[bool]
+    limit_relative_pct: Optional[float]
+    limit_absolute_w: Optional[float]
+    age_resolution_s: float = 1.0          # 0.001 with data_age_ms (v25.4.2+), else whole seconds
+
+
+@dataclass
+class InverterLive(InverterSummary):
+    """Summary plus channel data (`?inv=<serial>`)."""
+    ac_power_w: Optional[float] = None
+    ac_voltage_v: Optional[float] = None
+    temperature_c: Optional[float] = None
+    yield_total_kwh: Optional[float] = None
+    dc_inputs: list = field(default_factory=list)
+    has_channels: bool = False
+
+
+@dataclass
+class LimitStatus:
+    limit_relative_pct: Optional[float]
+    max_power_w: Optional[float]
+    status: str                    # Ok | Pending | Failure | Unknown
+
+
+# ------------------------------------------------------------------ pure parsing
+
+def _reject_constant(name: str):
+    raise ValueError(f"JSON constant {name} not allowed")
+
+
+def decode_json(text: str) -> Any:
+    """json.loads without NaN/Infinity literals (OpenDTU prints NaN as null; anything else is garbage)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise DtuInvalidResponse(f"not JSON: {str(exc)[:80]}") from None
+
+
+def _number(value: Any, where: str, allow_none: bool = True) -> Optional[float]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DtuInvalidResponse(f"{where}: not a number ({type(value).__name__})")
+    if not math.isfinite(value):
+        return None
+    return value
+
+
+def _opt_number(obj: dict, key: str, where: str) -> Optional[float]:
+    return _number(obj.get(key), f"{where}.{key}")
+
+
+def _vud(group: Any, key: str, where: str) -> Optional[float]:
+    """The `v` of a {v,u,d} object; None when the key is missing or v is null/NaN; invalid on a bad shape."""
+    if group is None:
+        return None
+    if not isinstance(group, dict):
+        raise DtuInvalidResponse(f"{where}: channel is not an object")
+    if key not in group:
+        return None
+    obj = group[key]
+    if not isinstance(obj, dict) or "v" not in obj:
+        raise DtuInvalidResponse(f"{where}.{key}: not a {{v,u,d}} object")
+    return _number(obj["v"], f"{where}.{key}.v")
+
+
+def _channel(doc: dict, group: str, channel: str, where: str) -> Optional[dict]:
+    obj = doc.get(group)
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise DtuInvalidResponse(f"{where}.{group}: not an object")
+    ch = obj.get(channel)
+    if ch is not None and not isinstance(ch, dict):
+        raise DtuInvalidResponse(f"{where}.{group}.{channel}: not an object")
+    return ch
+
+
+def _inverter_list(doc: Any) -> list:
+    if doc is None:
+        raise DtuInvalidResponse("body is null")
+    if not isinstance(doc, dict) or not isinstance(doc.get("inverters"), list):
+        raise DtuInvalidResponse("livedata without an 'inverters' list")
+    return doc["inverters"]
+
+
+def _summary_fields(item: Any, where: str) -> dict:
+    if not isinstance(item, dict):
+        raise DtuInvalidResponse(f"{where}: not an object")
+    serial = item.get("serial")
+    if not isinstance(serial, str) or not re.fullmatch(r"[0-9a-fA-F]{1,16}", serial):
+        raise DtuInvalidResponse(f"{where}.serial: missing or not a hex string")
+    where = f"inverter {serial}"
+    for key in ("reachable", "producing"):
+        if not isinstance(item.get(key), bool):
+            raise DtuInvalidResponse(f"{where}.{key}: missing or not a boolean")
+    age_ms = item.get("data_age_ms")
+    if age_ms is not None:
+        age_ms = _number(age_ms, f"{where}.data_age_ms")
+    age = _number(item.get("data_age"), f"{where}.data_age", allow_none=False) if "data_age" in item else None
+    resolution_s = 1.0
+    if age_ms is not None and age_ms >= 0:
+        data_age_s, resolution_s = age_ms / 1000.0, 0.001
+    elif age is not None and age >= 0:
+        data_age_s = float(age)
+    else:
+        raise DtuInvalidResponse(f"{where}.data_age: missing or negative")
+    name = item.get("name")
+    order = item.get("order")
+    poll_enabled = item.get("poll_enabled")
+    return dict(
+        serial=serial.lower(),
+        name=name if isinstance(name, str) else serial,
+        order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+        data_age_s=data_age_s,
+        reachable=item["reachable"],
+        producing=item["producing"],
+        poll_enabled=poll_enabled if isinstance(poll_enabled, bool) else None,
+        limit_relative_pct=_opt_number(item, "limit_relative", where),
+        limit_absolute_w=_opt_number(item, "limit_absolute", where),
+        age_resolution_s=resolution_s,
+    )
+
+
+def parse_livedata_summary(doc: Any) -> list[InverterSummary]:
+    """The plain call: every inverter, in the DTU's order."""
+    out = [InverterSummary(**_summary_fields(item, f"inverters[{i}]"))
+           for i, item in enumerate(_inverter_list(doc))]
+    seen = set()
+    for inv in out:
+        if inv.serial in seen:
+            raise DtuInvalidResponse(f"serial {inv.serial} listed twice")
+        seen.add(inv.serial)
+    return out
+
+
+def parse_livedata_inverter(doc: Any, serial: str) -> Optional[InverterLive]:
+    """`?inv=<serial>`: pick the element whose serial matches (old firmware ignores ?inv= and sends all).
+
+    None when the DTU does not know the serial (any more). Yield from INV."0", else AC."0" (before v24.2.12)."""
+    serial = serial.lower()
+    for i, item in enumerate(_inverter_list(doc)):
+        if not isinstance(item, dict) or not isinstance(item.get("serial"), str) \
+                or item["serial"].lower() != serial:
+            continue
+        base = _summary_fields(item, f"inverters[{i}]")
+        where = f"inverter {serial}"
+        ac0 = _channel(item, "AC", "0", where)
+        inv0 = _channel(item, "INV", "0", where)
+        dc_group = item.get("DC")
+        if dc_group is not None and not isinstance(dc_group, dict):
+            raise DtuInvalidResponse(f"{where}.DC: not an object")
+        dc_inputs = []
+        for key in sorted((dc_group or {}), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)):
+            if not key.isdigit():
+                continue
+            ch = _channel(item, "DC", key, where)
+            dc_inputs.append(DcInput(voltage_v=_vud(ch, "Voltage", f"{where}.DC.{key}"),
+                                     current_a=_vud(ch, "Current", f"{where}.DC.{key}"),
+                                     power_w=_vud(ch, "Power", f"{where}.DC.{key}")))
+        yield_total = _vud(inv0, "YieldTotal", f"{where}.INV.0")
+        if yield_total is None:
+            yield_total = _vud(ac0, "YieldTotal", f"{where}.AC.0")
+        return InverterLive(
+            **base,
+            ac_power_w=_vud(ac0, "Power", f"{where}.AC.0"),
+            ac_voltage_v=_vud(ac0, "Voltage", f"{where}.AC.0"),
+            temperature_c=_vud(inv0, "Temperature", f"{where}.INV.0"),
+            yield_total_kwh=yield_total,
+            dc_inputs=dc_inputs,
+            has_channels=ac0 is not None,
+        )
+    return None
+
+
+def parse_limit_status(doc: Any) -> dict[str, LimitStatus]:
+    if doc is None:
+        raise DtuInvalidResponse("body is null")
+    if not isinstance(doc, dict):
+        raise DtuInvalidResponse("limit status is not an object")
+    out = {}
+    for serial, item in doc.items():
+        if not isinstance(item, dict):
+            raise DtuInvalidResponse(f"limit status {serial}: not an object")
+        status = item.get("limit_set_status")
+        if not isinstance(status, str):
+            raise DtuInvalidResponse(f"limit status {serial}: limit_set_status missing")
+        out[serial.lower()] = LimitStatus(
+            limit_relative_pct=_opt_number(item, "limit_relative", f"limit status {serial}"),
+            max_power_w=_opt_number(item, "max_power", f"limit status {serial}"),
+            status=status)
+    return out
+
+
+def parse_power_status(doc: Any) -> dict[str, str]:
+    if doc is None:
+        raise DtuInvalidResponse("body is null")
+    if not isinstance(doc, dict):
+        raise DtuInvalidResponse("power status is not an object")
+    out = {}
+    for serial, item in doc.items():
+        if not isinstance(item, dict) or not isinstance(item.get("power_set_status"), str):
+            raise DtuInvalidResponse(f"power status {serial}: power_set_status missing")
+        out[serial.lower()] = item["power_set_status"]
+    return out
+
+
+def check_command_answer(doc: Any) -> dict:
+    """A POST succeeded only with JSON and type == success; warning/danger is DtuRejected with its code."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        raise DtuInvalidResponse("command answer without a type")
+    code = doc.get("code") if isinstance(doc.get("code"), int) else None
+    if doc["type"] != "success":
+        message = doc.get("message") if isinstance(doc.get("message"), str) else ""
+        raise DtuRejected(f"{doc['type']} {code}: {message[:120]}", code)
+    return doc
+
+
+def base_url(host: str) -> str:
+    """host, host:port or http://host:port -> http://host[:port] (no trailing slash)."""
+    host = host.strip().rstrip("/")
+    if not host:
+        raise ValueError("empty host")
+    if not re.match(r"^https?://", host):
+        host = "http://" + host
+    return host
+
+
+# ------------------------------------------------------------------ HTTP
+
+class OpenDtuClient:
+    """One requests.Session; Basic auth sent pre-emptively when a password is set. Not thread-safe: one per thread."""
+
+    def __init__(self, host: str, username: str = "admin", password: str = "", timeout_s: float = 2.5,
+                 clock=SYSTEM_CLOCK):
+        self.url = base_url(host)
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        self.has_password = bool(password)
+        if password:
+            self.session.auth = (username or "admin", password)
+        self.last_arrival_t: Optional[float] = None     # monotonic time the last answer arrived
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- transport
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        url = self.url + path
+        try:
+            resp = self.session.request(method, url, timeout=self.timeout_s, allow_redirects=False, **kwargs)
+        except requests.Timeout:
+            raise DtuTimeout(f"{method} {redact_url(url)}: no answer within {self.timeout_s:g} s") from None
+        except requests.ConnectionError as exc:
+            raise DtuConnectionError(f"{method} {redact_url(url)}: {type(exc).__name__}") from None
+        except requests.RequestException as exc:
+            raise DtuConnectionError(f"{method} {redact_url(url)}: {type(exc).__name__}") from None
+        self.last_arrival_t = self.clock.monotonic()
+        if resp.status_code == 401:
+            raise DtuAuthError(f"{method} {path}: 401 unauthorised (user name / password)")
+        if resp.status_code == 429:
+            raise DtuRateLimited(f"{method} {path}: 429 too many requests", _retry_after(resp))
+        if resp.status_code != 200:
+            raise DtuHttpError(f"{method} {path}: HTTP {resp.status_code}", resp.status_code)
+        return resp
+
+    def _json(self, resp: requests.Response, path: str) -> Any:
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            kind = "html" if "html" in ctype else "invalid"
+            raise DtuInvalidResponse(f"{path}: Content-Type {ctype or 'missing'!r}, not JSON "
+                                     "(unknown path or old firmware?)", kind)
+        try:
+            text = resp.content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DtuInvalidResponse(f"{path}: body is not UTF-8") from None
+        doc = decode_json(text)
+        if doc is None:
+            raise DtuInvalidResponse(f"{path}: body is null (DTU out of memory?)")
+        return doc
+
+    def get_json(self, path: str, params: Optional[dict] = None) -> Any:
+        return self._json(self._request("GET", path, params=params), path)
+
+    def post_command(self, path: str, data: dict) -> dict:
+        resp = self._request("POST", path, data={"data": json.dumps(data)})
+        return check_command_answer(self._json(resp, path))
+
+    # -- endpoints
+    def livedata_summary(self) -> list[InverterSummary]:
+        return parse_livedata_summary(self.get_json("/api/livedata/status"))
+
+    def livedata_inverter(self, serial: str) -> Optional[InverterLive]:
+        return parse_livedata_inverter(self.get_json("/api/livedata/status", {"inv": serial}), serial)
+
+    def limit_status(self) -> dict[str, LimitStatus]:
+        return parse_limit_status(self.get_json("/api/limit/status"))
+
+    def power_status(self) -> dict[str, str]:
+        return parse_power_status(self.get_json("/api/power/status"))
+
+    def firmware(self) -> Optional[str]:
+        doc = self.get_json("/api/system/status")
+        value = doc.get("git_hash") if isinstance(doc, dict) else None
+        return value[:64] if isinstance(value, str) else None
+
+    def set_limit_relative(self, serial: str, limit_pct: float) -> dict:
+        """limit_type 1: relative, non-persistent (the same on every firmware). Value clamped to [0, 100]."""
+        value = round(min(100.0, max(0.0, float(limit_pct))), 1)
+        return self.post_command("/api/limit/config", {"serial": str(serial), "limit_type": 1, "limit_value": value})
+
+    def restart_inverter(self, serial: str) -> dict:
+        return self.post_command("/api/power/config", {"serial": str(serial), "restart": True})
+
+    def reboot_dtu(self) -> dict:
+        return self.post_command("/api/maintenance/reboot", {"reboot": True})
+
+
+def _retry_after(resp: requests.Response) -> Optional[float]:
+    raw = resp.headers.get("Retry-After", "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

@@ -1,0 +1,194 @@
+"""From parsed OpenDTU answers to `dtu.inverter` / `dtu.status` bodies (no I/O, time passed in).
+
+Freshness: OpenDTU keeps the last values while `data_age` grows, so a sample is new only when its computed
+sample time (response arrival − data_age) moved forward by more than the data_age resolution, or data_age went
+down. An old sample is never published again as new. An inverter that stops being reachable gets one message
+with reachable = false and no measurements (None), carrying its last sample time, not a new one.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from common import messages as m
+from services.dtu_poller.client import InverterLive, InverterSummary, LimitStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 5.0
+
+
+def max_power_w(live: InverterSummary, status: Optional[LimitStatus]) -> Optional[float]:
+    """Rated power: /api/limit/status max_power (0 until DevInfo was read) or limit_absolute×100/limit_relative."""
+    if status is not None and status.max_power_w is not None and status.max_power_w > 0:
+        return float(status.max_power_w)
+    rel, absolute = live.limit_relative_pct, live.limit_absolute_w
+    if rel is not None and absolute is not None and rel > 0 and absolute > 0:
+        return round(absolute * 100.0 / rel, 1)
+    return None
+
+
+def limit_fields(live: InverterSummary, status: Optional[LimitStatus], max_w: Optional[float]):
+    """(limit_pct, limit_w). limit_relative is 0 after a DTU boot until known: None unless the rating is known."""
+    rel = live.limit_relative_pct
+    if status is not None and status.limit_relative_pct is not None:
+        rel = status.limit_relative_pct
+    if rel is None or rel < 0 or rel > 100 or (rel == 0 and max_w is None):
+        return None, None
+    if max_w is None:
+        return float(rel), None
+    return float(rel), round(rel * max_w / 100.0, 1)
+
+
+def _sum(values):
+    if not values or any(v is None for v in values):
+        return None
+    return round(sum(values), 3)
+
+
+def inverter_body(live: InverterLive, index: int, sample_t_mono: float, status: Optional[LimitStatus],
+                  measurements: bool = True) -> dict:
+    max_w = max_power_w(live, status)
+    limit_pct, limit_w = limit_fields(live, status, max_w)
+    dc = live.dc_inputs if measurements else []
+    body = {
+        "serial": live.serial,
+        "name": live.name,
+        "index": index,
+        "reachable": live.reachable,
+        "producing": live.producing,
+        "data_age_s": round(live.data_age_s, 3),
+        "sample_t_mono": sample_t_mono,
+        "ac_power_w": live.ac_power_w if measurements else None,
+        "ac_voltage_v": live.ac_voltage_v if measurements else None,
+        "dc_voltage_v": dc[0].voltage_v if dc else None,
+        "dc_current_a": _sum([d.current_a for d in dc]),
+        "dc_power_w": _sum([d.power_w for d in dc]),
+        "dc_inputs": [{"voltage_v": d.voltage_v, "current_a": d.current_a, "power_w": d.power_w} for d in dc],
+        "temperature_c": live.temperature_c if measurements else None,
+        "yield_total_kwh": live.yield_total_kwh if measurements else None,
+        "limit_pct": limit_pct,
+        "limit_w": limit_w,
+        "max_power_w": max_w,
+    }
+    return body
+
+
+@dataclass
+class _Track:
+    last_sample_t: Optional[float] = None       # sample time of the last published sample
+    last_data_age_s: Optional[float] = None     # data_age seen at the last poll (published or not)
+    reachable: Optional[bool] = None            # as last published
+
+
+@dataclass
+class PollResult:
+    """One complete poll: summary (DTU order), ?inv= answers with their arrival times, limit status."""
+    summary: list                                # [InverterSummary]
+    lives: dict                                  # serial -> (InverterLive, arrival_t_mono, resolution_s)
+    limits: dict                                 # serial -> LimitStatus
+    t_mono: float
+
+
+@dataclass
+class Reader:
+    """Turns polls into messages. `on_poll` and `on_error` return [(topic, body)]."""
+    can_control: bool
+    tracks: dict = field(default_factory=dict)
+    serials: list = field(default_factory=list)
+    error_count: int = 0
+    last_error_kind: Optional[str] = None
+    last_error_detail: Optional[str] = None
+    last_ok_t: Optional[float] = None
+    last_status_t: Optional[float] = None
+    firmware: Optional[str] = None
+    unreachable: list = field(default_factory=list)
+    data_ages: dict = field(default_factory=dict)
+
+    def is_fresh(self, serial: str, sample_t: float, data_age_s: float, resolution_s: float) -> bool:
+        track = self.tracks.get(serial)
+        if track is None or track.last_sample_t is None:
+            return True
+        if track.last_data_age_s is not None and data_age_s < track.last_data_age_s - resolution_s / 2:
+            return True
+        # Same sample seen again: sample_t jitters by the data_age resolution plus the answer latency.
+        return sample_t > track.last_sample_t + max(resolution_s, 0.25) + 0.5
+
+    def on_poll(self, poll: PollResult) -> list:
+        out = []
+        serials = [inv.serial for inv in poll.summary]
+        if serials != self.serials:
+            added = [s for s in serials if s not in self.serials]
+            gone = [s for s in self.serials if s not in serials]
+            if added or gone:
+                log.info("inverters: %s (new: %s, gone: %s)", ", ".join(serials) or "none",
+                         ", ".join(added) or "-", ", ".join(gone) or "-")
+            for serial in gone:
+                self.tracks.pop(serial, None)
+            self.serials = serials
+        unreachable, ages = [], {}
+        for index, serial in enumerate(serials):
+            entry = poll.lives.get(serial)
+            if entry is None:
+                continue
+            live, arrival_t, resolution_s = entry
+            ages[serial] = round(live.data_age_s, 3)
+            if not live.reachable:
+                unreachable.append(serial)
+            track = self.tracks.setdefault(serial, _Track())
+            sample_t = arrival_t - live.data_age_s
+            status = poll.limits.get(serial)
+            if live.reachable:
+                fresh = self.is_fresh(serial, sample_t, live.data_age_s, resolution_s)
+                if fresh and live.has_channels:
+                    if track.last_sample_t is not None:
+                        sample_t = max(sample_t, track.last_sample_t + 0.001)
+                    out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status)))
+                    track.last_sample_t = sample_t
+                    track.reachable = True
+            elif track.reachable is not False:
+                # Say once that it is gone: no measurements, the old sample time (never a new sample).
+                old_t = track.last_sample_t if track.last_sample_t is not None else sample_t
+                out.append((m.DTU_INVERTER, inverter_body(live, index, round(old_t, 3), status,
+                                                          measurements=False)))
+                track.reachable = False
+                log.info("inverter %s not reachable (data_age %.0f s)", serial, live.data_age_s)
+            track.last_data_age_s = live.data_age_s
+        self.unreachable, self.data_ages = unreachable, ages
+        if self.error_count:
+            log.info("DTU answers again after %d error(s)", self.error_count)
+        self.error_count = 0
+        self.last_error_kind = self.last_error_detail = None
+        self.last_ok_t = poll.t_mono
+        out.append(self.status(poll.t_mono))
+        return out
+
+    def on_error(self, kind: str, detail: str, now: float) -> list:
+        self.error_count += 1
+        if kind != self.last_error_kind or self.error_count in (1, 10, 100) or self.error_count % 1000 == 0:
+            log.warning("DTU poll failed (%s, %d in a row): %s", kind, self.error_count, detail)
+        self.last_error_kind, self.last_error_detail = kind, detail
+        return [self.status(now)]
+
+    def status(self, now: float) -> tuple:
+        self.last_status_t = now
+        body = {
+            "ok": self.error_count == 0 and self.last_ok_t is not None,
+            "error_kind": self.last_error_kind if self.error_count else (None if self.last_ok_t else "starting"),
+            "error_count": self.error_count,
+            "serials": list(self.serials),
+            "can_control": self.can_control,
+            "unreachable": list(self.unreachable),
+            "data_age_s": dict(self.data_ages),
+        }
+        if self.last_error_detail and self.error_count:
+            body["detail"] = self.last_error_detail[:200]
+        if self.firmware:
+            body["firmware"] = self.firmware
+        if self.last_ok_t is not None:
+            body["last_ok_t_mono"] = self.last_ok_t
+        return (m.DTU_STATUS, body)
+
+    def status_due(self, now: float) -> bool:
+        return self.last_status_t is None or now - self.last_status_t >= STATUS_INTERVAL_S

@@ -1,0 +1,159 @@
+"""The dtu_poller process: one poll thread (reader), one writer thread, the main thread on the bus.
+
+Each thread has its own OpenDtuClient (requests.Session). HTTP never blocks the bus handling: the main thread
+only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not thread-safe, so every
+publish goes through one lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+from common import messages as m
+from common.bus import Publisher, Subscriber
+from common.clock import SYSTEM_CLOCK
+from services.dtu_poller.client import DtuError, DtuRateLimited, OpenDtuClient
+from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
+from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
+
+log = logging.getLogger("dtu_poller")
+
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 300.0
+FIRMWARE_RETRY_S = 300.0
+
+
+class LockedPublisher:
+    def __init__(self, publisher: Publisher):
+        self.publisher = publisher
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, body: dict) -> int:
+        with self.lock:
+            return self.publisher.publish(topic, body)
+
+    def close(self) -> None:
+        with self.lock:
+            self.publisher.close()
+
+
+def backoff_s(poll_interval_s: float, error_count: int, error: Optional[DtuError] = None) -> float:
+    """Exponential from the poll interval, capped at 30 s; a 429's Retry-After is honoured (up to 300 s)."""
+    delay = min(BACKOFF_CAP_S, poll_interval_s * (2 ** max(0, min(error_count - 1, 10))))
+    if isinstance(error, DtuRateLimited) and error.retry_after_s:
+        delay = max(delay, min(error.retry_after_s, RETRY_AFTER_CAP_S))
+    return delay
+
+
+class PollLoop:
+    """The reader thread: discover, fetch ?inv= per inverter and the limit status, publish, back off on errors."""
+
+    def __init__(self, client: OpenDtuClient, reader: Reader, publish, inventory: Inventory,
+                 poll_interval_s: float, clock=SYSTEM_CLOCK):
+        self.client, self.reader, self.publish, self.inventory = client, reader, publish, inventory
+        self.poll_interval_s = poll_interval_s
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self._firmware_tried_t: Optional[float] = None
+
+    def poll_once(self) -> PollResult:
+        summary = self.client.livedata_summary()
+        lives = {}
+        for inv in summary:
+            live = self.client.livedata_inverter(inv.serial)
+            if live is None:            # gone between the two calls
+                continue
+            lives[inv.serial] = (live, self.client.last_arrival_t, live.age_resolution_s)
+        limits = self.client.limit_status() if summary else {}
+        return PollResult(summary=summary, lives=lives, limits=limits, t_mono=self.clock.monotonic())
+
+    def _firmware(self, now: float) -> None:
+        if self.reader.firmware or (self._firmware_tried_t is not None
+                                    and now - self._firmware_tried_t < FIRMWARE_RETRY_S):
+            return
+        self._firmware_tried_t = now
+        try:
+            self.reader.firmware = self.client.firmware()
+            log.info("OpenDTU firmware %s at %s", self.reader.firmware, self.client.url)
+        except DtuError as exc:
+            log.info("OpenDTU firmware unknown (%s: %s)", exc.kind, exc)
+
+    def step(self) -> float:
+        """One poll; returns the delay until the next one."""
+        started = self.clock.monotonic()
+        try:
+            poll = self.poll_once()
+        except DtuError as exc:
+            for topic, body in self.reader.on_error(exc.kind, str(exc), self.clock.monotonic()):
+                self.publish(topic, body)
+            return backoff_s(self.poll_interval_s, self.reader.error_count, exc)
+        self._firmware(started)
+        limits = {}
+        for serial, (live, _t, _r) in poll.lives.items():
+            status = poll.limits.get(serial)
+            limits[serial] = limit_fields(live, status, max_power_w(live, status))[0]
+        reachable = {s for s, (live, _t, _r) in poll.lives.items() if live.reachable}
+        self.inventory.update([inv.serial for inv in poll.summary], reachable, limits, poll.t_mono)
+        for topic, body in self.reader.on_poll(poll):
+            self.publish(topic, body)
+        return max(0.0, self.poll_interval_s - (self.clock.monotonic() - started))
+
+    def run(self) -> None:
+        next_poll_t = self.clock.monotonic()
+        while not self.stop_event.is_set():
+            now = self.clock.monotonic()
+            if now >= next_poll_t:
+                next_poll_t = now + self.step()
+                continue
+            if self.reader.status_due(now):
+                topic, body = self.reader.status(now)
+                self.publish(topic, body)
+            wait_s = min(next_poll_t - now, STATUS_INTERVAL_S - (now - (self.reader.last_status_t or now)))
+            self.stop_event.wait(max(0.01, wait_s))
+
+
+def _thread(name: str, target, failed: threading.Event) -> threading.Thread:
+    def body():
+        try:
+            target()
+        except Exception:  # a bug: let the process end, supervisord restarts it
+            log.exception("thread %s died", name)
+            failed.set()
+    return threading.Thread(target=body, name=name, daemon=True)
+
+
+def main(cfg, logger: logging.Logger) -> int:
+    o = cfg.opendtu
+    publisher = LockedPublisher(Publisher("dtu_poller", cfg.bus.rundir))
+    sub = Subscriber(cfg.bus.rundir, topics=[m.CTRL_SETPOINT])
+    inventory = Inventory()
+    params = WriterParams.from_config(cfg)
+    if not params.can_control:
+        logger.warning("no [opendtu] password: read-only access, no control possible")
+    poll_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
+    write_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
+    poller = PollLoop(poll_client, Reader(can_control=params.can_control), publisher.publish, inventory,
+                      o.poll_interval)
+    writer = WriterLoop(write_client, params, publisher.publish, inventory)
+    failed = threading.Event()
+    threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]
+    logger.info("polling %s every %g s (timeout %g s), setpoint watchdog %g s", poll_client.url,
+                o.poll_interval, o.timeout, o.setpoint_timeout_s)
+    for thread in threads:
+        thread.start()
+    try:
+        while not failed.is_set():
+            msg = sub.recv(timeout_s=0.5)
+            if msg is not None and msg.topic == m.CTRL_SETPOINT:
+                writer.submit(msg.body, msg.seq, msg.t_mono)
+        return 1
+    finally:
+        poller.stop_event.set()
+        writer.stop_event.set()
+        for thread in threads:
+            thread.join(timeout=o.timeout + 1.0)
+        sub.close()
+        publisher.close()
+        poll_client.close()
+        write_client.close()

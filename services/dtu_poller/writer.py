@@ -1,0 +1,459 @@
+"""The DTU writer: applies the controller's setpoints to OpenDTU, safely.
+
+`WriterMachine` is the decision logic with time passed in (unit-testable without HTTP): per inverter one command
+in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
+acknowledged one (or that failed, or it is due for a refresh), `/api/limit/status` is followed until Ok / Failure /
+timeout and every outcome is published as `dtu.ack`. Restarts and DTU reboots are rate-limited; a setpoint
+watchdog sends every reachable inverter to its safe minimum when the controller falls silent.
+
+`WriterLoop` is the I/O shell: one thread, its own OpenDtuClient, setpoints arrive through a queue.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from common import messages as m
+from common.clock import SYSTEM_CLOCK
+from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, LimitStatus, OpenDtuClient)
+
+log = logging.getLogger(__name__)
+
+STATUS_POLL_S = 0.25          # /api/limit/status while a command is pending
+ACK_TOLERANCE_PCT = 1.0       # Ok + limit_relative within this of the sent value = acknowledged (HMS: whole %)
+SEND_THRESHOLD_PCT = 0.5      # smaller changes are not sent
+RETRY_AFTER_FAILURE_S = 5.0
+RETRY_AFTER_AUTH_S = 30.0
+REFUSAL_REPEAT_S = 30.0       # a repeated refusal (rate_limited, read_only) is published at most this often
+ALARM_REPEAT_S = 5.0
+
+
+@dataclass(frozen=True)
+class WriterParams:
+    min_pct: float = 1.0
+    setpoint_timeout_s: float = 10.0
+    ack_timeout_s: float = 15.0
+    restart_min_interval_s: float = 600.0
+    reboot_min_interval_s: float = 3600.0
+    limit_refresh_s: float = 60.0
+    can_control: bool = True
+
+    @classmethod
+    def from_config(cls, cfg) -> "WriterParams":
+        o = cfg.opendtu
+        return cls(min_pct=float(cfg.control.min_percent), setpoint_timeout_s=o.setpoint_timeout_s,
+                   ack_timeout_s=o.limit_ack_timeout_s, restart_min_interval_s=o.inverter_restart_min_interval_s,
+                   reboot_min_interval_s=o.dtu_reboot_min_interval_s, limit_refresh_s=o.limit_refresh_s,
+                   can_control=bool(o.password))
+
+
+@dataclass
+class Command:
+    """What the I/O shell must send now."""
+    kind: str                        # limit | restart | dtu_reboot
+    serial: Optional[str]
+    limit_pct: Optional[float] = None
+    setpoint_seq: Optional[int] = None
+    reason: Optional[str] = None
+
+
+@dataclass
+class _InFlight:
+    command: Command
+    sent_t: float
+
+
+@dataclass
+class _Slot:
+    desired_pct: Optional[float] = None
+    desired_seq: Optional[int] = None
+    desired_reason: Optional[str] = None
+    acked_pct: Optional[float] = None
+    acked_t: Optional[float] = None
+    failed: bool = False
+    retry_at: float = 0.0
+    in_flight: Optional[_InFlight] = None
+    restart_wanted: bool = False
+    restart_seq: Optional[int] = None
+    last_restart_t: Optional[float] = None
+
+
+@dataclass
+class WriterMachine:
+    params: WriterParams
+    start_t: float
+    slots: dict = field(default_factory=dict)
+    reachable: set = field(default_factory=set)
+    known_serials: list = field(default_factory=list)
+    last_setpoint_t: Optional[float] = None
+    watchdog_active: bool = False
+    last_alarm_t: Optional[float] = None
+    reboot_wanted: bool = False
+    reboot_seq: Optional[int] = None
+    last_reboot_t: Optional[float] = None
+    last_status_poll_t: Optional[float] = None
+    refusals: dict = field(default_factory=dict)
+    read_only_logged: bool = False
+
+    def slot(self, serial: str) -> _Slot:
+        return self.slots.setdefault(serial, _Slot())
+
+    # ------------------------------------------------------------ inputs
+    def on_setpoint(self, body: dict, seq: Optional[int], msg_t: float, now: float) -> list:
+        """A ctrl.setpoint. Older than setpoint_timeout_s (a stuck or replayed sender): ignored."""
+        if now - msg_t > self.params.setpoint_timeout_s:
+            return []
+        out = []
+        self.last_setpoint_t = now
+        if self.watchdog_active:
+            self.watchdog_active = False
+            log.warning("setpoints are back: watchdog released")
+            out.append((m.DTU_ALARM, {"kind": "setpoint_watchdog", "active": False,
+                                      "detail": "setpoints received again"}))
+        for item in body.get("limits", []):
+            serial = item["serial"].lower()
+            slot = self.slot(serial)
+            slot.desired_pct = self.clamp(item["limit_pct"])
+            slot.desired_seq = seq
+            slot.desired_reason = item.get("reason")
+            if not self.params.can_control:
+                out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
+        for serial in body.get("restart", []) or []:
+            serial = serial.lower()
+            slot = self.slot(serial)
+            if not self.params.can_control:
+                out += self._refuse(serial, "restart", "read_only", now, seq)
+            elif slot.last_restart_t is not None \
+                    and now - slot.last_restart_t < self.params.restart_min_interval_s:
+                out += self._refuse(serial, "restart", "rate_limited", now, seq,
+                                    detail=f"last restart {now - slot.last_restart_t:.0f} s ago, minimum "
+                                           f"{self.params.restart_min_interval_s:.0f} s")
+            else:
+                slot.restart_wanted, slot.restart_seq = True, seq
+        if body.get("dtu_reboot"):
+            if not self.params.can_control:
+                out += self._refuse(None, "dtu_reboot", "read_only", now, seq)
+            elif self.last_reboot_t is not None and now - self.last_reboot_t < self.params.reboot_min_interval_s:
+                out += self._refuse(None, "dtu_reboot", "rate_limited", now, seq,
+                                    detail=f"last reboot {now - self.last_reboot_t:.0f} s ago, minimum "
+                                           f"{self.params.reboot_min_interval_s:.0f} s")
+            else:
+                self.reboot_wanted, self.reboot_seq = True, seq
+        return out
+
+    def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float]) -> None:
+        """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t.
+
+        A read-back limit that differs from what we had acknowledged (inverter restarted, DTU rebooted) makes
+        the acknowledged value unknown, so the desired limit is sent again."""
+        self.known_serials = list(serials)
+        self.reachable = set(reachable)
+        for serial, limit_pct in limits.items():
+            slot = self.slots.get(serial)
+            if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
+                continue
+            if poll_t > (slot.acked_t or 0) + 1.0 and abs(limit_pct - slot.acked_pct) >= ACK_TOLERANCE_PCT:
+                log.info("inverter %s: DTU reports limit %.1f %%, acknowledged was %.1f %%: sending again",
+                         serial, limit_pct, slot.acked_pct)
+                slot.acked_pct = None
+
+    def clamp(self, pct: float) -> float:
+        return round(min(100.0, max(self.params.min_pct, float(pct))), 1)
+
+    # ------------------------------------------------------------ time
+    def tick(self, now: float) -> list:
+        """Watchdog and ack timeouts."""
+        out = []
+        since = self.last_setpoint_t if self.last_setpoint_t is not None else self.start_t
+        if now - since > self.params.setpoint_timeout_s:
+            if not self.watchdog_active:
+                self.watchdog_active = True
+                log.warning("no setpoint for %.0f s: every reachable inverter to its safe minimum %.1f %%",
+                            now - since, self.params.min_pct)
+                out.append(self._alarm(now, since))
+            elif now - self.last_alarm_t >= ALARM_REPEAT_S:
+                out.append(self._alarm(now, since))
+            for serial in self.reachable:
+                slot = self.slot(serial)
+                if slot.desired_pct != self.params.min_pct or slot.desired_reason != "watchdog":
+                    slot.desired_pct, slot.desired_seq, slot.desired_reason = self.params.min_pct, None, "watchdog"
+                slot.restart_wanted = False
+            self.reboot_wanted = False
+        for serial, slot in self.slots.items():
+            flight = slot.in_flight
+            if flight is not None and flight.sent_t is not None \
+                    and now - flight.sent_t > self.params.ack_timeout_s:
+                out.append(self._finish(serial, slot, "timeout", now,
+                                        detail=f"no Ok/Failure within {self.params.ack_timeout_s:g} s"))
+        return out
+
+    def _alarm(self, now: float, since: float) -> tuple:
+        self.last_alarm_t = now
+        return (m.DTU_ALARM, {"kind": "setpoint_watchdog", "active": True,
+                              "detail": f"no setpoint for {now - since:.0f} s: inverters at "
+                                        f"{self.params.min_pct:g} %"})
+
+    def next_command(self, now: float) -> Optional[Command]:
+        """The next command to send, marked as in flight. None: nothing to do now."""
+        if not self.params.can_control:
+            return None
+        if self.reboot_wanted:
+            self.reboot_wanted = False
+            return Command("dtu_reboot", None, setpoint_seq=self.reboot_seq)
+        order = self.known_serials + sorted(s for s in self.slots if s not in self.known_serials)
+        for serial in order:
+            slot = self.slots.get(serial)
+            if slot is None or slot.in_flight is not None or now < slot.retry_at:
+                continue
+            if slot.restart_wanted:
+                slot.restart_wanted = False
+                if slot.last_restart_t is not None \
+                        and now - slot.last_restart_t < self.params.restart_min_interval_s:
+                    continue
+                cmd = Command("restart", serial, setpoint_seq=slot.restart_seq)
+                slot.in_flight = _InFlight(cmd, None)
+                return cmd
+            if slot.desired_pct is None:
+                continue
+            if slot.acked_pct is not None and not slot.failed \
+                    and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT \
+                    and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
+                continue
+            cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, slot.desired_reason)
+            slot.in_flight = _InFlight(cmd, None)
+            return cmd
+        return None
+
+    def on_sent(self, cmd: Command, sent_t: float, error: Optional[DtuError], now: float) -> list:
+        """The POST of `cmd` left at sent_t; error None = the DTU said success."""
+        if cmd.kind == "dtu_reboot":
+            if error is None or not isinstance(error, (DtuRejected, DtuAuthError)):
+                self.last_reboot_t = sent_t      # counted even if the answer was lost: no reboot loops
+            if error is None:
+                for slot in self.slots.values():
+                    slot.acked_pct = None
+                return [self._ack(None, cmd, "ok", sent_t, now, detail="reboot triggered")]
+            return [self._ack(None, cmd, _outcome_of(error), sent_t, now, detail=f"{error.kind}: {error}")]
+        slot = self.slot(cmd.serial)
+        if cmd.kind == "restart" and (error is None or not isinstance(error, (DtuRejected, DtuAuthError))):
+            slot.last_restart_t = sent_t
+        if error is not None:
+            slot.in_flight = None
+            slot.failed = True
+            slot.retry_at = now + (RETRY_AFTER_AUTH_S if isinstance(error, DtuAuthError) else RETRY_AFTER_FAILURE_S)
+            if cmd.kind == "limit":
+                log.warning("inverter %s: limit %.1f %% not applied (%s: %s)", cmd.serial, cmd.limit_pct,
+                            error.kind, error)
+            else:
+                log.warning("inverter %s: %s not sent (%s: %s)", cmd.serial, cmd.kind, error.kind, error)
+            return [self._ack(cmd.serial, cmd, _outcome_of(error), sent_t, now, detail=f"{error.kind}: {error}")]
+        slot.in_flight = _InFlight(cmd, sent_t)
+        if cmd.kind == "restart":
+            log.info("inverter %s: restart sent", cmd.serial)
+        return []
+
+    def status_poll_due(self, now: float) -> Optional[str]:
+        """'limit' or 'power' when a status poll is due, else None."""
+        kinds = {s.in_flight.command.kind for s in self.slots.values()
+                 if s.in_flight is not None and s.in_flight.sent_t is not None}
+        if not kinds:
+            return None
+        if self.last_status_poll_t is not None and now - self.last_status_poll_t < STATUS_POLL_S:
+            return None
+        self.last_status_poll_t = now
+        return "limit" if "limit" in kinds else "power"
+
+    def on_limit_status(self, statuses: dict, now: float) -> list:
+        out = []
+        for serial, slot in self.slots.items():
+            flight = slot.in_flight
+            if flight is None or flight.sent_t is None or flight.command.kind != "limit":
+                continue
+            st: Optional[LimitStatus] = statuses.get(serial)
+            if st is None:
+                continue
+            if st.status == "Failure":
+                out.append(self._finish(serial, slot, "failure", now, detail="limit_set_status Failure"))
+            elif st.status == "Ok":
+                if st.limit_relative_pct is not None \
+                        and abs(st.limit_relative_pct - flight.command.limit_pct) <= ACK_TOLERANCE_PCT:
+                    out.append(self._finish(serial, slot, "ok", now))
+                # Ok with another value: commands disabled (silent no-op) or not yet Pending: wait, then timeout.
+        return out
+
+    def on_power_status(self, statuses: dict, now: float) -> list:
+        out = []
+        for serial, slot in self.slots.items():
+            flight = slot.in_flight
+            if flight is None or flight.sent_t is None or flight.command.kind == "limit":
+                continue
+            st = statuses.get(serial)
+            if st == "Failure":
+                out.append(self._finish(serial, slot, "failure", now, detail="power_set_status Failure"))
+            elif st == "Ok":
+                out.append(self._finish(serial, slot, "ok", now))
+        return out
+
+    # ------------------------------------------------------------ helpers
+    def _finish(self, serial: str, slot: _Slot, outcome: str, now: float, detail: Optional[str] = None) -> tuple:
+        flight = slot.in_flight
+        slot.in_flight = None
+        cmd = flight.command
+        if cmd.kind == "limit":
+            if outcome == "ok":
+                slot.acked_pct, slot.acked_t, slot.failed = cmd.limit_pct, now, False
+            else:
+                slot.failed = True
+                slot.retry_at = now + RETRY_AFTER_FAILURE_S
+                log.warning("inverter %s: limit %.1f %% NOT applied (%s)", serial, cmd.limit_pct, outcome)
+        elif cmd.kind == "restart":
+            slot.acked_pct = None           # it boots at its persistent limit: send ours again
+            log.info("inverter %s: restart %s", serial, outcome)
+        return self._ack(serial, cmd, outcome, flight.sent_t, now, detail=detail, latency=True)
+
+    def _ack(self, serial, cmd: Command, outcome: str, sent_t: Optional[float], now: float,
+             detail: Optional[str] = None, latency: bool = False) -> tuple:
+        command = "limit" if cmd.kind == "limit" else cmd.kind
+        body = {"serial": serial, "command": command, "outcome": outcome, "setpoint_seq": cmd.setpoint_seq}
+        if cmd.limit_pct is not None:
+            body["limit_pct"] = cmd.limit_pct
+        if sent_t is not None:
+            body["sent_t_mono"] = round(sent_t, 4)
+            if latency:
+                body["latency_s"] = round(now - sent_t, 4)
+        if detail or cmd.reason:
+            body["detail"] = (detail or cmd.reason)[:200]
+        return (m.DTU_ACK, body)
+
+    def _refuse(self, serial, command: str, outcome: str, now: float, seq, limit_pct=None,
+                detail: Optional[str] = None) -> list:
+        if outcome == "read_only" and not self.read_only_logged:
+            self.read_only_logged = True
+            log.warning("no OpenDTU password configured: read-only, setpoints are not applied")
+        key = (serial, command, outcome)
+        last = self.refusals.get(key)
+        if last is not None and now - last < REFUSAL_REPEAT_S:
+            return []
+        self.refusals[key] = now
+        if outcome == "rate_limited":
+            log.warning("%s %s refused: %s", command, serial or "DTU", detail)
+        body = {"serial": serial, "command": command, "outcome": outcome, "setpoint_seq": seq}
+        if limit_pct is not None:
+            body["limit_pct"] = limit_pct
+        if detail:
+            body["detail"] = detail[:200]
+        return [(m.DTU_ACK, body)]
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until something may be due (bounded, the loop also wakes on setpoints)."""
+        if any(s.in_flight is not None for s in self.slots.values()):
+            return STATUS_POLL_S
+        return 0.5
+
+
+def _outcome_of(error: DtuError) -> str:
+    return "rejected" if isinstance(error, DtuRejected) else "error"
+
+
+# ------------------------------------------------------------------ I/O shell
+
+@dataclass
+class Inventory:
+    """What the reader thread tells the writer thread (under a lock)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    serials: list = field(default_factory=list)
+    reachable: set = field(default_factory=set)
+    limits: dict = field(default_factory=dict)
+    poll_t: Optional[float] = None
+    version: int = 0
+
+    def update(self, serials, reachable, limits, poll_t) -> None:
+        with self.lock:
+            self.serials, self.reachable, self.limits, self.poll_t = list(serials), set(reachable), dict(limits), poll_t
+            self.version += 1
+
+    def snapshot(self):
+        with self.lock:
+            return self.version, list(self.serials), set(self.reachable), dict(self.limits), self.poll_t
+
+
+class WriterLoop:
+    """Runs the machine in its own thread: setpoints in through `submit`, messages out through `publish`."""
+
+    def __init__(self, client: OpenDtuClient, params: WriterParams, publish: Callable[[str, dict], None],
+                 inventory: Inventory, clock=SYSTEM_CLOCK):
+        self.client, self.publish, self.inventory, self.clock = client, publish, inventory, clock
+        self.machine = WriterMachine(params, start_t=clock.monotonic())
+        self.inbox: queue.Queue = queue.Queue(maxsize=1000)
+        self.stop_event = threading.Event()
+        self._inventory_version = -1
+
+    def submit(self, body: dict, seq: Optional[int], msg_t: float) -> None:
+        try:
+            self.inbox.put_nowait((body, seq, msg_t))
+        except queue.Full:
+            log.warning("writer inbox full: setpoint dropped (the next one is full state)")
+
+    def _emit(self, messages: list) -> None:
+        for topic, body in messages:
+            self.publish(topic, body)
+
+    def run(self) -> None:
+        machine = self.machine
+        while not self.stop_event.is_set():
+            try:
+                item = self.inbox.get(timeout=machine.next_wakeup(self.clock.monotonic()))
+            except queue.Empty:
+                item = None
+            while item is not None:
+                body, seq, msg_t = item
+                self._emit(machine.on_setpoint(body, seq, msg_t, self.clock.monotonic()))
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            version, serials, reachable, limits, poll_t = self.inventory.snapshot()
+            if version != self._inventory_version:
+                self._inventory_version = version
+                machine.on_inventory(serials, reachable, limits, poll_t)
+            self._emit(machine.tick(self.clock.monotonic()))
+            self._poll_status()
+            # Send every command that is due now (at most one per inverter is in flight).
+            for _ in range(32):
+                cmd = machine.next_command(self.clock.monotonic())
+                if cmd is None:
+                    break
+                self._send(cmd)
+                if self.stop_event.is_set():
+                    return
+
+    def _send(self, cmd: Command) -> None:
+        sent_t = self.clock.monotonic()
+        error = None
+        try:
+            if cmd.kind == "limit":
+                self.client.set_limit_relative(cmd.serial, cmd.limit_pct)
+            elif cmd.kind == "restart":
+                self.client.restart_inverter(cmd.serial)
+            elif cmd.kind == "dtu_reboot":
+                log.warning("rebooting the DTU (requested by the controller)")
+                self.client.reboot_dtu()
+        except DtuError as exc:
+            error = exc
+        self._emit(self.machine.on_sent(cmd, sent_t, error, self.clock.monotonic()))
+
+    def _poll_status(self) -> None:
+        kind = self.machine.status_poll_due(self.clock.monotonic())
+        if kind is None:
+            return
+        try:
+            if kind == "limit":
+                self._emit(self.machine.on_limit_status(self.client.limit_status(), self.clock.monotonic()))
+            if kind == "power" or any(s.in_flight and s.in_flight.command.kind == "restart"
+                                      for s in self.machine.slots.values()):
+                self._emit(self.machine.on_power_status(self.client.power_status(), self.clock.monotonic()))
+        except DtuError as exc:
+            log.debug("status poll failed (%s: %s); the ack timeout decides", exc.kind, exc)
