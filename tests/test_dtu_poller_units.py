@@ -1,0 +1,352 @@
+"""dtu_poller logic without a server: parsing both firmware shapes, freshness, the writer state machine."""
+import copy
+import json
+import math
+
+import pytest
+
+from common import messages as m
+from services.dtu_poller.client import (DtuAuthError, DtuConnectionError, DtuInvalidResponse, DtuRejected,
+                                        LimitStatus, base_url, check_command_answer, decode_json,
+                                        parse_limit_status, parse_livedata_inverter, parse_livedata_summary)
+from services.dtu_poller.reader import PollResult, Reader, max_power_w
+from services.dtu_poller.service import backoff_s
+from services.dtu_poller.client import DtuRateLimited
+from services.dtu_poller.writer import WriterMachine, WriterParams
+
+SERIAL = "112182345678"
+
+MODERN = {"inverters": [{
+    "serial": SERIAL, "name": "HM-400 Keller", "order": 0, "data_age": 3, "data_age_ms": 3120,
+    "poll_enabled": True, "reachable": True, "producing": True, "limit_relative": 48, "limit_absolute": 192,
+    "AC": {"0": {"Power": {"v": 186.3, "u": "W", "d": 1}, "Voltage": {"v": 232.9, "u": "V", "d": 1}}},
+    "DC": {"0": {"name": {"u": "Pytes"}, "Power": {"v": 196.4, "u": "W", "d": 1},
+                 "Voltage": {"v": 52.3, "u": "V", "d": 1}, "Current": {"v": 3.76, "u": "A", "d": 2},
+                 "YieldTotal": {"v": 423.87, "u": "kWh", "d": 3}}},
+    "INV": {"0": {"Power DC": {"v": 196.4, "u": "W", "d": 1}, "YieldTotal": {"v": 402.116, "u": "kWh", "d": 3},
+                  "Temperature": {"v": 31.6, "u": "°C", "d": 1}}},
+    "events": 2}], "total": {}, "hints": {}}
+
+LEGACY = {"inverters": [{
+    "serial": SERIAL, "name": "HM-400 Keller", "order": 0, "data_age": 4, "poll_enabled": True,
+    "reachable": True, "producing": True, "limit_relative": 50, "limit_absolute": 200,
+    "AC": {"0": {"Power": {"v": 150.5, "u": "W", "d": 1}, "Voltage": {"v": 231.0, "u": "V", "d": 1},
+                 "YieldTotal": {"v": 12.5, "u": "kWh", "d": 3}, "Power DC": {"v": 160, "u": "W", "d": 1}}},
+    "DC": {"0": {"name": {"u": ""}, "Power": {"v": 80, "u": "W", "d": 1}, "Voltage": {"v": 51.0, "u": "V", "d": 1},
+                 "Current": {"v": 1.5, "u": "A", "d": 2}},
+           "1": {"name": {"u": ""}, "Power": {"v": 80, "u": "W", "d": 1}, "Voltage": {"v": 51.2, "u": "V", "d": 1},
+                 "Current": {"v": 1.6, "u": "A", "d": 2}}},
+    "INV": {"0": {"Temperature": {"v": 28.0, "u": "°C", "d": 1}}}, "events": 0}]}
+
+
+def test_both_firmware_shapes_parse_to_the_same_fields():
+    modern = parse_livedata_inverter(MODERN, SERIAL)
+    assert (modern.ac_power_w, modern.ac_voltage_v, modern.temperature_c) == (186.3, 232.9, 31.6)
+    assert modern.yield_total_kwh == 402.116            # from INV."0", not DC
+    assert modern.data_age_s == pytest.approx(3.12) and modern.age_resolution_s == 0.001
+    legacy = parse_livedata_inverter(LEGACY, SERIAL)
+    assert legacy.yield_total_kwh == 12.5               # fallback AC."0" before v24.2.12
+    assert legacy.data_age_s == 4 and legacy.age_resolution_s == 1.0
+    assert [d.voltage_v for d in legacy.dc_inputs] == [51.0, 51.2]
+    assert parse_livedata_inverter(MODERN, "999999999999") is None
+    assert [s.serial for s in parse_livedata_summary(MODERN)] == [SERIAL]
+
+
+def test_null_and_missing_values_are_none_never_zero():
+    doc = copy.deepcopy(MODERN)
+    inv = doc["inverters"][0]
+    inv["AC"]["0"]["Power"]["v"] = None                  # NaN prints as null
+    del inv["INV"]["0"]["Temperature"]
+    live = parse_livedata_inverter(doc, SERIAL)
+    assert live.ac_power_w is None and live.temperature_c is None
+    assert live.ac_voltage_v == 232.9
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["inverters"][0]["AC"]["0"].__setitem__("Power", 186.3),            # bare number, not {v,u,d}
+    lambda d: d["inverters"][0]["AC"]["0"].__setitem__("Power", {"v": "186", "u": "W"}),
+    lambda d: d["inverters"][0]["AC"]["0"].__setitem__("Power", {"u": "W"}),
+    lambda d: d["inverters"][0].__delitem__("reachable"),
+    lambda d: d["inverters"][0].__setitem__("serial", 112182345678),                  # number, not string
+    lambda d: d["inverters"][0].__delitem__("data_age"),
+    lambda d: d["inverters"][0].__setitem__("AC", []),
+    lambda d: d.__setitem__("inverters", None),
+])
+def test_bad_shapes_are_invalid_responses(mutate):
+    doc = copy.deepcopy(MODERN)
+    del doc["inverters"][0]["data_age_ms"]
+    mutate(doc)
+    with pytest.raises(DtuInvalidResponse):
+        parse_livedata_inverter(doc, SERIAL)
+        parse_livedata_summary(doc)
+
+
+def test_garbage_nan_literals_and_null_bodies_are_invalid():
+    for text in ("<html>", '{"a": NaN}', "{", '{"x": Infinity}'):
+        with pytest.raises(DtuInvalidResponse):
+            decode_json(text)
+    with pytest.raises(DtuInvalidResponse):
+        parse_livedata_summary(None)
+    with pytest.raises(DtuInvalidResponse):
+        parse_limit_status(None)
+
+
+def test_command_answers_warning_and_danger_are_rejections_with_code():
+    assert check_command_answer({"type": "success", "message": "Settings saved!", "code": 1001})
+    with pytest.raises(DtuRejected) as err:
+        check_command_answer({"type": "warning", "message": "Limit must between 0 and 2250!", "code": 5002})
+    assert err.value.code == 5002
+    with pytest.raises(DtuRejected):
+        check_command_answer({"type": "danger", "message": "x", "code": 1007})
+    with pytest.raises(DtuInvalidResponse):
+        check_command_answer([])
+
+
+def test_host_forms_and_backoff():
+    assert base_url("192.168.1.5") == "http://192.168.1.5"
+    assert base_url("dtu:8080") == "http://dtu:8080"
+    assert base_url("http://dtu:8080/") == "http://dtu:8080"
+    assert [backoff_s(2, n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+    assert backoff_s(2, 1, DtuRateLimited("x", 60)) == 60
+
+
+def test_max_power_from_status_or_limits_and_none_when_unknown():
+    live = parse_livedata_inverter(MODERN, SERIAL)
+    assert max_power_w(live, LimitStatus(48, 400, "Ok")) == 400
+    assert max_power_w(live, LimitStatus(48, 0, "Ok")) == 400       # 192 W × 100 / 48 %
+    live.limit_absolute_w = -1
+    assert max_power_w(live, LimitStatus(48, 0, "Ok")) is None
+    live.limit_relative_pct = 0
+    live.limit_absolute_w = 0
+    assert max_power_w(live, None) is None
+
+
+def _poll(doc, arrival_t, limits=None):
+    summary = parse_livedata_summary(doc)
+    lives = {}
+    for inv in summary:
+        live = parse_livedata_inverter(doc, inv.serial)
+        lives[inv.serial] = (live, arrival_t, live.age_resolution_s)
+    return PollResult(summary, lives, limits or {}, arrival_t)
+
+
+def _with_age(doc, age_s, power=None):
+    doc = copy.deepcopy(doc)
+    inv = doc["inverters"][0]
+    inv["data_age"] = int(age_s)
+    inv.pop("data_age_ms", None)
+    if power is not None:
+        inv["AC"]["0"]["Power"]["v"] = power
+    return doc
+
+
+def test_reader_never_republishes_an_old_sample():
+    reader = Reader(can_control=True)
+    published = []
+
+    def poll(t, age, power=None):
+        out = reader.on_poll(_poll(_with_age(LEGACY, age, power), t))
+        for topic, body in out:
+            m.check_body(topic, body)
+        published.extend(b for tp, b in out if tp == m.DTU_INVERTER)
+        return [b for tp, b in out if tp == m.DTU_STATUS][0]
+
+    status = poll(100.0, 1)
+    assert status["ok"] and status["serials"] == [SERIAL] and status["data_age_s"] == {SERIAL: 1}
+    assert len(published) == 1 and published[0]["sample_t_mono"] == pytest.approx(99.0)
+    poll(102.0, 3)                  # same sample, older
+    poll(104.3, 5)                  # whole-second truncation jitter
+    poll(106.0, 7)
+    assert len(published) == 1
+    poll(108.0, 0, power=120)        # data_age went down: a new sample
+    assert len(published) == 2 and published[1]["ac_power_w"] == 120
+    assert published[1]["sample_t_mono"] > published[0]["sample_t_mono"]
+    poll(110.0, 2)
+    assert len(published) == 2
+    # DC sums over all inputs; dc_voltage is input 0
+    assert published[1]["dc_current_a"] == pytest.approx(3.1) and published[1]["dc_voltage_v"] == 51.0
+
+
+def test_reader_unreachable_once_without_values_and_errors_publish_no_values():
+    reader = Reader(can_control=False)
+    out = reader.on_poll(_poll(_with_age(LEGACY, 1), 10.0))
+    first = [b for t, b in out if t == m.DTU_INVERTER][0]
+    doc = _with_age(LEGACY, 3)
+    doc["inverters"][0]["reachable"] = False
+    out = reader.on_poll(_poll(doc, 12.0))
+    bodies = [b for t, b in out if t == m.DTU_INVERTER]
+    assert len(bodies) == 1 and bodies[0]["reachable"] is False
+    assert bodies[0]["ac_power_w"] is None and bodies[0]["sample_t_mono"] == first["sample_t_mono"]
+    status = [b for t, b in out if t == m.DTU_STATUS][0]
+    assert status["unreachable"] == [SERIAL] and status["can_control"] is False
+    doc = _with_age(LEGACY, 5)
+    doc["inverters"][0]["reachable"] = False
+    assert not [b for t, b in reader.on_poll(_poll(doc, 14.0)) if t == m.DTU_INVERTER]
+    out = reader.on_error("html", "Content-Type text/html", 16.0)
+    assert out == [(m.DTU_STATUS, out[0][1])] and out[0][1]["ok"] is False
+    assert out[0][1]["error_kind"] == "html" and out[0][1]["error_count"] == 1
+    m.check_body(m.DTU_STATUS, out[0][1])
+
+
+def test_inverter_appearing_and_disappearing_keeps_dtu_order():
+    reader = Reader(can_control=True)
+    two = copy.deepcopy(LEGACY)
+    second = copy.deepcopy(two["inverters"][0])
+    second["serial"], second["name"] = "1164a00a6340", "HMS-2000"
+    two["inverters"].append(second)
+    out = reader.on_poll(_poll(two, 10.0))
+    assert [b["index"] for t, b in out if t == m.DTU_INVERTER] == [0, 1]
+    assert out[-1][1]["serials"] == [SERIAL, "1164a00a6340"]
+    out = reader.on_poll(_poll(_with_age(LEGACY, 0), 13.0))
+    assert out[-1][1]["serials"] == [SERIAL]
+
+
+# ------------------------------------------------------------------ writer machine
+
+def machine(**kw):
+    params = WriterParams(**{"min_pct": 2.0, "setpoint_timeout_s": 10.0, "ack_timeout_s": 15.0, **kw})
+    w = WriterMachine(params, start_t=0.0)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)
+    return w
+
+
+def setpoint(*limits, restart=(), reboot=False):
+    body = {"limits": [{"serial": s, "limit_pct": p} for s, p in limits]}
+    if restart:
+        body["restart"] = list(restart)
+    if reboot:
+        body["dtu_reboot"] = True
+    return m.check_body(m.CTRL_SETPOINT, body)
+
+
+def acks(out):
+    return [b for t, b in out if t == m.DTU_ACK]
+
+
+def test_writer_sends_clamped_follows_status_and_reports_latency():
+    w = machine()
+    w.on_setpoint(setpoint((SERIAL, 0.5), ("b", 140)), seq=7, msg_t=1.0, now=1.0)
+    cmd = w.next_command(1.0)
+    assert (cmd.kind, cmd.serial, cmd.limit_pct, cmd.setpoint_seq) == ("limit", SERIAL, 2.0, 7)  # min clamp
+    assert w.on_sent(cmd, 1.0, None, 1.05) == []
+    cmd_b = w.next_command(1.05)
+    assert (cmd_b.serial, cmd_b.limit_pct) == ("b", 100.0)
+    w.on_sent(cmd_b, 1.05, None, 1.1)
+    assert w.next_command(1.1) is None                  # one in flight per inverter
+    assert w.status_poll_due(1.1) == "limit"
+    assert w.status_poll_due(1.2) is None                # not faster than every 0.25 s
+    out = w.on_limit_status({SERIAL: LimitStatus(2.0, 400, "Pending"), "b": LimitStatus(100, 400, "Failure")}, 1.3)
+    [fail] = acks(out)
+    assert fail["serial"] == "b" and fail["outcome"] == "failure" and fail["latency_s"] == pytest.approx(0.25)
+    out = w.on_limit_status({SERIAL: LimitStatus(2.0, 400, "Ok")}, 1.6)
+    [ok] = acks(out)
+    assert ok["outcome"] == "ok" and ok["latency_s"] == pytest.approx(0.6) and ok["sent_t_mono"] == 1.0
+    assert ok["setpoint_seq"] == 7 and ok["limit_pct"] == 2.0
+    for body in (ok, fail):
+        m.check_body(m.DTU_ACK, body)
+    # unchanged (< 0.5 %) limit is not sent again; the failed one is retried after a pause
+    w.on_setpoint(setpoint((SERIAL, 2.3), ("b", 100)), seq=8, msg_t=2.0, now=2.0)
+    assert w.next_command(2.0) is None
+    retry = w.next_command(7.0)
+    assert (retry.serial, retry.limit_pct, retry.setpoint_seq) == ("b", 100.0, 8)
+
+
+def test_writer_newer_setpoint_replaces_unsent_and_timeout_is_failure():
+    w = machine(setpoint_timeout_s=60)
+    w.on_setpoint(setpoint((SERIAL, 30)), seq=1, msg_t=0, now=0)
+    cmd = w.next_command(0)
+    w.on_sent(cmd, 0.0, None, 0.1)
+    w.on_setpoint(setpoint((SERIAL, 40)), seq=2, msg_t=1, now=1)
+    w.on_setpoint(setpoint((SERIAL, 50)), seq=3, msg_t=2, now=2)
+    # Ok with an old value (silent no-op) is not an ack
+    assert acks(w.on_limit_status({SERIAL: LimitStatus(80, 400, "Ok")}, 3.0)) == []
+    [timeout] = acks(w.tick(15.5))
+    assert timeout["outcome"] == "timeout" and timeout["limit_pct"] == 30
+    nxt = w.next_command(21.0)
+    assert (nxt.limit_pct, nxt.setpoint_seq) == (50, 3)      # 40 was never sent
+
+
+def test_writer_post_errors_are_reported_never_applied():
+    w = machine()
+    w.on_setpoint(setpoint((SERIAL, 30)), seq=1, msg_t=0, now=0)
+    cmd = w.next_command(0)
+    [ack] = acks(w.on_sent(cmd, 0.0, DtuRejected("warning 5004", 5004), 0.1))
+    assert ack["outcome"] == "rejected"
+    cmd = w.next_command(6)
+    [ack] = acks(w.on_sent(cmd, 6.0, DtuConnectionError("refused"), 6.1))
+    assert ack["outcome"] == "error"
+    cmd = w.next_command(12)
+    [ack] = acks(w.on_sent(cmd, 12.0, DtuAuthError("401"), 12.1))
+    assert ack["outcome"] == "error" and "auth" in ack["detail"]
+    assert w.next_command(20) is None                    # auth: longer pause
+    assert w.next_command(43).limit_pct == 30
+
+
+def test_watchdog_sends_reachable_inverters_to_minimum_and_releases():
+    w = machine()
+    w.on_inventory([SERIAL, "b"], {SERIAL}, {}, None)    # b unreachable
+    assert acks(w.tick(5)) == [] and w.next_command(5) is None
+    out = w.tick(10.5)
+    alarms = [b for t, b in out if t == m.DTU_ALARM]
+    assert alarms and alarms[0]["active"] is True and alarms[0]["kind"] == "setpoint_watchdog"
+    cmd = w.next_command(10.5)
+    assert (cmd.serial, cmd.limit_pct, cmd.reason) == (SERIAL, 2.0, "watchdog")
+    assert w.next_command(10.5) is None
+    assert not [b for t, b in w.tick(12) if t == m.DTU_ALARM]
+    assert [b for t, b in w.tick(16) if t == m.DTU_ALARM]      # repeated while active
+    # a setpoint that is itself old does not count
+    assert w.on_setpoint(setpoint((SERIAL, 60)), seq=9, msg_t=1.0, now=17) == []
+    out = w.on_setpoint(setpoint((SERIAL, 60)), seq=10, msg_t=17, now=17)
+    assert [b["active"] for t, b in out if t == m.DTU_ALARM] == [False]
+    assert w.slots[SERIAL].desired_pct == 60
+
+
+def test_restart_and_reboot_are_rate_limited():
+    w = machine(restart_min_interval_s=600, reboot_min_interval_s=3600)
+    w.on_setpoint(setpoint((SERIAL, 30), restart=[SERIAL], reboot=True), seq=1, msg_t=0, now=0)
+    reboot = w.next_command(0)
+    assert reboot.kind == "dtu_reboot"
+    [ack] = acks(w.on_sent(reboot, 0.0, None, 0.1))
+    assert ack["outcome"] == "ok" and ack["serial"] is None
+    restart = w.next_command(0.1)
+    assert (restart.kind, restart.serial) == ("restart", SERIAL)
+    w.on_sent(restart, 0.1, None, 0.2)
+    [ack] = acks(w.on_power_status({SERIAL: "Ok"}, 0.5))
+    assert ack["command"] == "restart" and ack["outcome"] == "ok"
+    out = w.on_setpoint(setpoint((SERIAL, 30), restart=[SERIAL], reboot=True), seq=2, msg_t=100, now=100)
+    refused = acks(out)
+    assert {(a["command"], a["outcome"]) for a in refused} == {("restart", "rate_limited"),
+                                                               ("dtu_reboot", "rate_limited")}
+    for a in refused:
+        m.check_body(m.DTU_ACK, a)
+    # repeated refusals are not published every cycle
+    assert acks(w.on_setpoint(setpoint(restart=[SERIAL]), seq=3, msg_t=102, now=102)) == []
+    assert w.next_command(102).kind == "limit"
+    w.on_setpoint(setpoint(restart=[SERIAL]), seq=4, msg_t=601, now=601)
+    w.slots[SERIAL].in_flight = None
+    assert w.next_command(601).kind == "restart"
+
+
+def test_read_only_refuses_and_sends_nothing():
+    w = machine(can_control=False)
+    out = w.on_setpoint(setpoint((SERIAL, 30), restart=[SERIAL]), seq=1, msg_t=0, now=0)
+    assert {a["outcome"] for a in acks(out)} == {"read_only"}
+    assert w.next_command(0) is None
+    assert acks(w.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=1, now=1)) == []
+
+
+def test_read_back_limit_that_differs_from_the_ack_is_sent_again():
+    w = machine(limit_refresh_s=60)
+    w.on_setpoint(setpoint((SERIAL, 30)), seq=1, msg_t=0, now=0)
+    w.on_sent(w.next_command(0), 0.0, None, 0.1)
+    w.on_limit_status({SERIAL: LimitStatus(30, 400, "Ok")}, 0.5)
+    w.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=2, now=2)
+    assert w.next_command(2) is None
+    w.on_inventory([SERIAL], {SERIAL}, {SERIAL: 100.0}, 5.0)      # inverter restarted: 100 %
+    assert w.next_command(5).limit_pct == 30
+    w2 = machine(limit_refresh_s=60)
+    w2.on_setpoint(setpoint((SERIAL, 30)), seq=1, msg_t=0, now=0)
+    w2.on_sent(w2.next_command(0), 0.0, None, 0.1)
+    w2.on_limit_status({SERIAL: LimitStatus(30, 400, "Ok")}, 0.5)
+    w2.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=61, now=61)
+    assert w2.next_command(61).limit_pct == 30                   # periodic refresh
