@@ -1,0 +1,67 @@
+"""shelly_poller: the only process that talks to the Shelly devices.
+
+Threads: `meter-grid`, `meter-balcony` (if configured) and `relay` (if [relay] is configured) do the HTTP work;
+the main thread owns the ZeroMQ publisher and publishes what they hand over, and repeats each meter's status
+at least every 5 s. If a worker thread dies (a bug), the process exits 1 so that supervisord restarts it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from common import messages as m
+from common.bus import Publisher
+from common.clock import SYSTEM_CLOCK
+from common.config import Config
+from common.service import run_service
+from services.shelly_poller.poller import STATUS_EVERY_S, MeterPoller, Outbox, RelayWorker
+
+
+def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
+    stop = threading.Event()
+    outbox = Outbox()
+    publisher = Publisher("shelly_poller", cfg.bus.rundir, clock=clock)
+    pollers = [MeterPoller("grid", cfg.grid_meter, outbox.put, stop, clock, log.getChild("grid"))]
+    if cfg.balcony_meter is not None:
+        pollers.append(MeterPoller("balcony", cfg.balcony_meter, outbox.put, stop, clock, log.getChild("balcony")))
+    workers = [p.thread for p in pollers]
+    if cfg.relay is not None:
+        relay = RelayWorker(cfg.relay, {"grid": cfg.grid_meter, "balcony": cfg.balcony_meter}, outbox.put, stop,
+                            cfg.bus.rundir, clock, log.getChild("relay"))
+        workers.append(relay.thread)
+    else:
+        log.info("no [relay] section: no life signal")
+    last_status_t = {p.role: clock.monotonic() for p in pollers}
+    for thread in workers:
+        thread.start()
+    dropped_seen = 0
+    try:
+        while True:
+            item = outbox.get(0.5)
+            now = clock.monotonic()
+            if item is not None:
+                topic, body = item
+                try:
+                    publisher.publish(topic, body)
+                except m.SchemaError as exc:          # our bug: say so, keep running
+                    log.error("not published: %s", exc)
+                if topic == m.METER_STATUS:
+                    last_status_t[body["role"]] = now
+            for poller in pollers:
+                if now - last_status_t[poller.role] >= STATUS_EVERY_S:
+                    publisher.publish(m.METER_STATUS, poller.status_body(now))
+                    last_status_t[poller.role] = now
+            if outbox.dropped != dropped_seen:
+                log.warning("outbox full: %d messages dropped", outbox.dropped - dropped_seen)
+                dropped_seen = outbox.dropped
+            dead = [t.name for t in workers if not t.is_alive()]
+            if dead:
+                log.error("worker thread(s) ended: %s; exiting for a restart", ", ".join(dead))
+                return 1
+    finally:
+        stop.set()
+        publisher.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_service("shelly_poller", main))
