@@ -169,16 +169,17 @@ SCHEMAS: dict[str, dict] = {
         "energy_import_kwh": F(OPT_NUM, False),
         "energy_export_kwh": F(OPT_NUM, False),
         "sample_t_mono": F(NUM),         # when the HTTP response arrived
-        "device_time": F(OPT_NUM, False),
+        "device_time": F(OPT_NUM, False),   # the device's unixtime (Gen1); absent when the device gives none
     },
     METER_STATUS: {
         "role": F((str,)),               # grid | balcony
         "ok": F((bool,)),
         "device": F(OPT_STR, False),
         "error_kind": F(OPT_STR),        # connection | timeout | auth | rate_limited | http | html | invalid | stale
+                                         # | invalid_reading (is_valid false / errors) | unsupported | starting
         "error_count": F((int,)),
         "detail": F(OPT_STR, False),
-        "last_ok_t_mono": F(OPT_NUM, False),
+        "last_ok_t_mono": F(OPT_NUM, False),   # sample_t_mono of the last published (fresh) sample
     },
     RELAY_STATE: {
         "command_on": F((bool,)),        # what was asked
@@ -186,7 +187,8 @@ SCHEMAS: dict[str, dict] = {
         "ok": F((bool,)),                # the device confirmed the asked state
         "on": F(OPT_BOOL),               # state the device reported; None if unknown
         "timer_remaining_s": F(OPT_NUM, False),
-        "error_kind": F(OPT_STR, False),
+        "error_kind": F(OPT_STR, False),    # connection | timeout | auth | http | html | invalid | unconfirmed
+                                            # | no_timer (on without flip-back timer) | superseded | expired
         "detail": F(OPT_STR, False),
     },
     CTRL_SETPOINT: {
