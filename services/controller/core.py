@@ -1,0 +1,588 @@
+"""The controller's functional core: `step(state, events, now, params) -> (state, outputs)`.
+
+Pure: no I/O, no clock reads; `now` is CLOCK_MONOTONIC seconds, comparable with the bodies' `sample_t_mono`.
+`events` are `(topic, body)` exactly as received on the bus; `outputs` are `(topic, body)` to publish
+(ctrl.setpoint, ctrl.relay, ctrl.status, ctrl.settings), every body valid per common/messages.py.
+
+The state object is updated in place and returned (for speed: the benchmark calls `step` on every event of a
+simulated day); callers must use the returned state and not keep the old reference as a snapshot
+(`copy.deepcopy` it for that). `persistable(state)` is the part to store; `persist_version(state)` changes
+whenever that part changed.
+
+Layers, in order, on every call: ingest events -> the law (`project_law` on every new meter sample, `seed_law`
+every seed_loop_interval_s) -> every seed_loop_interval_s: recovery requests and the sustained-export counter ->
+safety (stale grid or no battery: only toward less output; total cap) -> life signal -> outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from services.controller import budget as budget_mod
+from services.controller import distribution, lifesignal, project_law, protection, season, seed_law
+from services.controller.model import Inverter, Season, Settings, State
+from services.controller.params import Params
+from services.controller.settings import RANGES, validate_setting
+
+__all__ = ["Params", "State", "initial_state", "step", "persistable", "persist_version", "PERSIST_FORMAT"]
+
+PERSIST_FORMAT = 1
+MAX_REASONS = 40
+MAX_ANSWERS = 16
+ACK_OK = "ok"
+
+
+# ------------------------------------------------------------------ state creation and persistence
+
+def _int_in(value, name) -> Optional[int]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    low, high = RANGES[name]
+    return value if low <= value <= high else None
+
+
+def initial_state(params: Params, persisted: Optional[dict] = None) -> State:
+    """A fresh state; `persisted` (from `persistable`) restores settings and season state. Invalid or missing
+    entries fall back to the config values (noted in the first status's reasons), never an exception."""
+    p = params
+    settings = Settings(max_feed_in=p.max_feed_in, power_feed_in_soc=p.power_feed_in_soc, zero_point=p.zero_point,
+                        config_max_feed_in=p.max_feed_in, config_power_feed_in_soc=p.power_feed_in_soc,
+                        config_zero_point=p.zero_point)
+    seas = Season(sfm=p.soc_floating_max)
+    state = State(settings=settings, season=seas)
+    if persisted is None:
+        return state
+    notes = []
+    if not isinstance(persisted, dict) or persisted.get("format") != PERSIST_FORMAT:
+        state.reasons.append("persisted state: unknown format, defaults used")
+        return state
+    saved = persisted.get("settings")
+    saved = saved if isinstance(saved, dict) else {}
+    configured = persisted.get("config")
+    configured = configured if isinstance(configured, dict) else {}
+    for name in ("max_feed_in", "power_feed_in_soc", "zero_point"):
+        value = _int_in(saved.get(name), name)
+        if value is None:
+            if name in saved:
+                notes.append(f"{name} invalid")
+            continue
+        if configured.get(name) not in (None, getattr(p, name)):
+            notes.append(f"{name}: config.ini changed, its {getattr(p, name)} wins over the saved {value}")
+            continue
+        setattr(settings, name, value)
+    sea = persisted.get("season")
+    sea = sea if isinstance(sea, dict) else {}
+    sfm = _int_in(sea.get("soc_floating_max"), "soc_floating_max")
+    soc, inc = sea.get("soc"), sea.get("increment")
+    if sfm is not None:
+        seas.sfm = sfm
+    elif "soc_floating_max" in sea:
+        notes.append("soc_floating_max invalid")
+    if isinstance(soc, int) and not isinstance(soc, bool) and 0 <= soc <= 100 \
+            and isinstance(inc, int) and not isinstance(inc, bool) and -100 <= inc <= 100:
+        seas.soc, seas.increment = soc, inc
+    elif "soc" in sea or "increment" in sea:
+        notes.append("SOC tracking invalid")
+    state.reasons.append("persisted state restored: " + (
+        f"MaxFeedIn {settings.max_feed_in} W, PowerFeedInSoc {settings.power_feed_in_soc} %, ZeroPoint "
+        f"{settings.zero_point} W, SocFloatingMax {seas.sfm} %, SOC {seas.soc} %")
+        + (" (" + "; ".join(notes) + ")" if notes else ""))
+    return state
+
+
+def persistable(state: State) -> dict:
+    """What survives a restart: the run-time settings and the seasonal SOC tracking (JSON-compatible)."""
+    s, seas = state.settings, state.season
+    return {
+        "format": PERSIST_FORMAT,
+        "settings": {"max_feed_in": s.max_feed_in, "power_feed_in_soc": s.power_feed_in_soc,
+                     "zero_point": s.zero_point},
+        "config": {"max_feed_in": s.config_max_feed_in, "power_feed_in_soc": s.config_power_feed_in_soc,
+                   "zero_point": s.config_zero_point},
+        "season": {"soc_floating_max": seas.sfm, "soc": seas.soc, "increment": seas.increment},
+    }
+
+
+def persist_version(state: State) -> int:
+    return state.persist_version
+
+
+# ------------------------------------------------------------------ ingest
+
+def _num(value) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return value
+
+
+def _inverter(state: State, serial: str, p: Params) -> Inverter:
+    inv = state.inverters.get(serial)
+    if inv is None:
+        inv = Inverter(serial=serial, cmd_pct=p.min_percent, cmd_reason="new inverter: minimum until controlled")
+        state.inverters[serial] = inv
+        state.order.append(serial)
+        state.setpoint_dirty = True
+    return inv
+
+
+def _on_grid(state: State, body: dict, now: float, p: Params) -> None:
+    t = _num(body.get("sample_t_mono"))
+    power = _num(body.get("power_w"))
+    if t is None or power is None:
+        return
+    if state.grid_t is not None and t < state.grid_t:
+        return
+    state.grid_w, state.grid_t, state.grid_meter_ok = power, t, True
+
+
+def _on_balcony(state: State, body: dict, now: float, p: Params) -> None:
+    t = _num(body.get("sample_t_mono"))
+    power = _num(body.get("power_w"))
+    state.balcony_seen = True
+    if t is None or power is None or (state.balcony_t is not None and t < state.balcony_t):
+        return
+    # a plug-in system only produces; its meter's sign convention is unknown, so take the magnitude
+    state.balcony_w, state.balcony_t, state.balcony_meter_ok = abs(power), t, True
+
+
+def _on_meter_status(state: State, body: dict, now: float, p: Params) -> None:
+    role, ok = body.get("role"), body.get("ok")
+    if not isinstance(ok, bool):
+        return
+    if role == "grid":
+        state.grid_meter_ok = ok
+    elif role == "balcony":
+        state.balcony_seen = True
+        state.balcony_meter_ok = ok
+
+
+def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
+    serial = body.get("serial")
+    t = _num(body.get("sample_t_mono"))
+    if not isinstance(serial, str) or not serial or t is None:
+        return
+    inv = _inverter(state, serial, p)
+    if inv.sample_t is not None and t < inv.sample_t:
+        return
+    newer = inv.sample_t is None or t > inv.sample_t
+    inv.sample_t = t
+    index = body.get("index")
+    if isinstance(index, int) and not isinstance(index, bool):
+        inv.index = index
+    inv.name = body.get("name") or inv.name
+    inv.reachable = body.get("reachable") is True
+    inv.producing = body.get("producing") is True
+    inv.ac_power_w = _num(body.get("ac_power_w"))
+    inv.ac_voltage_v = _num(body.get("ac_voltage_v"))
+    inv.dc_current_a = _num(body.get("dc_current_a"))
+    inv.temperature_c = _num(body.get("temperature_c"))
+    max_w = _num(body.get("max_power_w"))
+    if max_w is not None and max_w > 0:
+        if inv.max_power_w != max_w:
+            state.setpoint_dirty = True
+        inv.max_power_w = max_w
+    reported = _num(body.get("limit_pct"))
+    inv.reported_pct = reported
+    if reported is not None:
+        if inv.pending_pct is not None:
+            if abs(reported - inv.pending_pct) < 0.05 and t > inv.pending_t:
+                # in force without an ack (e.g. the writer found it already set)
+                inv.applied_pct, inv.ack_t = inv.pending_pct, inv.pending_t
+                inv.pending_pct = inv.pending_t = None
+        elif inv.ack_t is None or t > inv.ack_t:
+            inv.applied_pct = reported
+    protection.note_producing(inv, t)
+    if newer:
+        if t > state.last_dtu_sample_t:
+            state.last_dtu_sample_t = t
+        state.dtu_samples_in_window += 1
+
+
+def _on_dtu_status(state: State, body: dict, now: float, p: Params) -> None:
+    ok = body.get("ok")
+    state.dtu_ok = ok if isinstance(ok, bool) else None
+    can = body.get("can_control")
+    state.dtu_can_control = can if isinstance(can, bool) else None
+    state.dtu_status_t = now
+    serials = body.get("serials")
+    if ok is not True or not isinstance(serials, list):
+        return
+    wanted = [s for s in serials if isinstance(s, str) and s]
+    if not wanted:
+        return
+    for i, serial in enumerate(wanted):
+        _inverter(state, serial, p).index = i
+    gone = [s for s in state.order if s not in wanted]
+    for serial in gone:
+        state.order.remove(serial)
+        del state.inverters[serial]
+        state.reasons.append(f"inverter {serial} no longer in the DTU inventory")
+    if gone:
+        state.setpoint_dirty = True
+
+
+def _on_ack(state: State, body: dict, now: float, p: Params) -> None:
+    command, outcome, serial = body.get("command"), body.get("outcome"), body.get("serial")
+    if command == "limit":
+        inv = state.inverters.get(serial) if isinstance(serial, str) else None
+        if inv is None:
+            return
+        sent = _num(body.get("limit_pct"))
+        matches = inv.pending_pct is not None and (sent is None or abs(sent - inv.pending_pct) < 0.05)
+        if outcome == ACK_OK:
+            value = sent if sent is not None else inv.pending_pct
+            latency, sent_t = _num(body.get("latency_s")), _num(body.get("sent_t_mono"))
+            effective_t = sent_t + latency if sent_t is not None and latency is not None else now
+            effective_t = min(effective_t, now)
+            if value is not None:
+                inv.applied_pct = value
+            inv.ack_t = effective_t
+            if effective_t > state.project.last_ack_t:
+                state.project.last_ack_t = effective_t
+            inv.failures = 0
+            if matches:
+                inv.pending_pct = inv.pending_t = None
+        else:
+            inv.failures += 1
+            state.limit_failures_recent += 1
+            if outcome == "read_only":
+                state.dtu_can_control = False
+            if matches:
+                # not applied: the limit in force is still the acknowledged one; the law will decide again
+                state.reasons.append(f"{serial}: limit {inv.pending_pct:g} % {outcome}: still "
+                                     f"{inv.applied_pct if inv.applied_pct is not None else '?'} %")
+                inv.pending_pct = inv.pending_t = None
+                if inv.applied_pct is not None and inv.cmd_pct != inv.applied_pct:
+                    inv.cmd_pct = inv.applied_pct
+                    inv.cmd_reason = f"last command {outcome}"
+                    state.setpoint_dirty = True
+    elif command in ("restart", "dtu_reboot", "power_on", "power_off"):
+        state.reasons.append(f"{command} {serial or ''}: {outcome}".replace("  ", " "))
+
+
+def _on_battery(state: State, body: dict, now: float, p: Params) -> None:
+    bat = state.battery
+    bat.present = body.get("present") is True
+    bat.recv_t = now
+    bat.soc_pct = _num(body.get("soc_pct"))
+    bat.voltage_v = _num(body.get("voltage_v"))
+    bat.current_a = _num(body.get("current_a"))
+    bat.ccl_a = _num(body.get("ccl_a"))
+    bat.dcl_a = _num(body.get("dcl_a"))
+    bat.temperature_c = _num(body.get("temperature_c"))
+    if bat.present and bat.soc_pct is not None and 0 <= bat.soc_pct <= 100:
+        before = (state.season.soc, state.season.increment, state.season.sfm)
+        note = season.track_soc(state.season, bat.soc_pct)
+        if note:
+            state.reasons.append(note)
+            state.settings_dirty = True
+        if (state.season.soc, state.season.increment, state.season.sfm) != before:
+            state.persist_version += 1
+
+
+def _on_setting(state: State, body: dict, now: float, p: Params) -> None:
+    request_id, name = body.get("request_id"), body.get("name")
+    value, why = validate_setting(name, body.get("value"))
+    if value is None:
+        state.reasons.append(f"setting rejected: {why}")
+    else:
+        if name == "soc_floating_max":
+            changed = state.season.sfm != value
+            state.season.sfm = value
+        else:
+            changed = getattr(state.settings, name) != value
+            setattr(state.settings, name, value)
+        if changed:
+            state.persist_version += 1
+        state.reasons.append(f"setting {name} = {value} applied")
+    if isinstance(request_id, str):
+        if request_id in state.answers:
+            state.answers.remove(request_id)
+        state.answers.append(request_id)
+        del state.answers[:-MAX_ANSWERS]
+    state.settings_dirty = True
+
+
+def _on_relay_state(state: State, body: dict, now: float, p: Params) -> None:
+    ok, on, asked = body.get("ok"), body.get("on"), body.get("command_on")
+    state.relay_confirmed = ok is True and on == asked
+
+
+_HANDLERS = {
+    "meter.grid": _on_grid,
+    "meter.balcony": _on_balcony,
+    "meter.status": _on_meter_status,
+    "dtu.inverter": _on_inverter,
+    "dtu.status": _on_dtu_status,
+    "dtu.ack": _on_ack,
+    "venus.battery": _on_battery,
+    "venus.setting": _on_setting,
+    "relay.state": _on_relay_state,
+}
+
+
+# ------------------------------------------------------------------ per-call figures
+
+@dataclass(slots=True)
+class Figures:
+    grid_fresh: bool
+    battery_ok: bool
+    safe: bool
+    balcony_active: bool
+    balcony_readable: bool
+    balcony_used_w: float
+    budget_w: Optional[float]
+    cap_w: float
+    target_w: float
+    target_why: str
+    stale: list
+
+
+def _figures(state: State, now: float, p: Params) -> Figures:
+    s = state.settings
+    grid_fresh = (state.grid_t is not None and now - state.grid_t <= p.grid_stale_s
+                  and state.grid_meter_ok is not False)
+    bat = state.battery
+    battery_ok = (bat.present and bat.recv_t is not None and now - bat.recv_t <= p.battery_stale_s
+                  and bat.soc_pct is not None and bat.voltage_v is not None and bat.dcl_a is not None)
+    balcony_active = p.balcony_configured if p.balcony_configured is not None else state.balcony_seen
+    balcony_readable = False
+    if balcony_active:
+        balcony_readable = (state.balcony_t is not None and now - state.balcony_t <= p.balcony_stale_s
+                            and state.balcony_meter_ok is not False and state.balcony_w is not None)
+        balcony_used = state.balcony_w if balcony_readable else float(p.balcony_fallback_w)
+    else:
+        balcony_used = 0.0
+    budget = (budget_mod.feed_in_budget(s.max_feed_in, balcony_used, bat.voltage_v, bat.dcl_a)
+              if battery_ok else None)
+    cap = budget if budget is not None else max(0.0, s.max_feed_in - balcony_used)
+    sun = budget_mod.sun_shines(state.balcony_w, balcony_readable, p.sun_threshold_w)
+    offset, why = budget_mod.target_offset(s.zero_point, bat.soc_pct if battery_ok else None,
+                                           s.power_feed_in_soc, state.season.sfm, sun)
+    stale = []
+    if not grid_fresh:
+        stale.append("grid")
+    if not battery_ok:
+        stale.append("battery")
+    if state.dtu_ok is False or state.last_dtu_sample_t < now - p.dtu_stale_s:
+        stale.append("dtu")
+    if balcony_active and not balcony_readable:
+        stale.append("balcony")
+    return Figures(grid_fresh, battery_ok, grid_fresh and battery_ok, balcony_active, balcony_readable,
+                   balcony_used, budget, cap, -offset, why, stale)
+
+
+# ------------------------------------------------------------------ commands and safety
+
+def _command(state: State, inv: Inverter, pct: float, now: float, reason: str) -> bool:
+    """Set the commanded limit; True if it changed. A change from the limit in force is in flight until acked."""
+    if inv.cmd_pct == pct:
+        return False
+    inv.cmd_pct = pct
+    inv.cmd_reason = reason
+    if inv.applied_pct is None or abs(pct - inv.applied_pct) >= 0.05:
+        inv.pending_pct, inv.pending_t = pct, now
+    else:
+        inv.pending_pct = inv.pending_t = None
+    state.setpoint_dirty = True
+    return True
+
+
+def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
+    if not fig.safe:
+        for serial in state.order:
+            inv = state.inverters[serial]
+            safe = p.min_percent if inv.cmd_pct is None else min(inv.cmd_pct, p.min_percent)
+            if _command(state, inv, safe, now, "safe minimum: " + "/".join(fig.stale) + " stale"):
+                state.reasons.append(f"{serial}: safe minimum {safe:g} % ({', '.join(fig.stale)} stale)")
+    else:
+        for serial in state.order:
+            inv = state.inverters[serial]
+            why = protection.ineligible_reason(inv, now, p)
+            if why is not None:
+                safe = p.min_percent if inv.cmd_pct is None else min(inv.cmd_pct, p.min_percent)
+                if _command(state, inv, safe, now, f"minimum: {why}"):
+                    state.reasons.append(f"{serial}: minimum {safe:g} % ({why})")
+    invs = [state.inverters[s] for s in state.order]
+    max_ws = [inv.max_w() for inv in invs]
+    total = 0.0
+    for inv, m in zip(invs, max_ws):
+        if inv.cmd_pct is not None:
+            total += inv.cmd_pct * m / 100.0
+    if total <= fig.cap_w + 1e-6:
+        return
+    quantum = p.steps_percent if p.law == "seed" else p.quantum_pct
+    cut = distribution.cap_cuts([inv.cmd_pct or 0.0 for inv in invs], max_ws, fig.cap_w, quantum)
+    for inv, pct in zip(invs, cut):
+        if inv.cmd_pct is not None and pct < inv.cmd_pct:
+            _command(state, inv, pct, now, f"total cap {fig.cap_w:.0f} W")
+    state.reasons.append(f"total {total:.0f} W above the cap {fig.cap_w:.0f} W: limits cut")
+
+
+def _tick(state: State, now: float, p: Params, fig: Figures) -> None:
+    """Every seed_loop_interval_s, both laws: recovery requests; the project law's export counter."""
+    protection.recovery_requests(state, now, p)
+    if p.law == "project" and fig.grid_fresh:
+        wants_more = state.grid_w - fig.target_w > p.raise_deadband_w
+        for inv in state.inverters.values():
+            note = protection.update_temperature(inv, wants_more, p)
+            if note:
+                state.reasons.append(note)
+        at_floor = all(inv.cmd_pct is None or inv.cmd_pct <= p.min_percent or inv.max_w() <= 0
+                       for inv in state.inverters.values())
+        if state.grid_w - fig.target_w < -p.negative_grid_w and at_floor:
+            state.negative_grid_counter = min(254, state.negative_grid_counter + 1)
+        else:
+            state.negative_grid_counter = 0
+
+
+# ------------------------------------------------------------------ outputs
+
+def _limits(state: State, p: Params) -> list:
+    out = []
+    for serial in state.order:
+        inv = state.inverters[serial]
+        pct = inv.cmd_pct if inv.cmd_pct is not None else p.min_percent
+        max_w = inv.max_w()
+        out.append({"serial": serial, "limit_pct": pct,
+                    "limit_w": round(pct * max_w / 100.0, 1) if max_w > 0 else None,
+                    "reason": inv.cmd_reason})
+    return out
+
+
+def _alarms(state: State, now: float, p: Params, fig: Figures) -> dict:
+    inverter = temperature = 0
+    for inv in state.inverters.values():
+        if inv.temp_alarm:
+            temperature = 2
+        if protection.fresh(inv, now, p):
+            if not inv.reachable or (inv.on_grid() and not protection.producing_or_grace(inv, now, p)):
+                inverter = 2
+        if inv.failures and inverter < 1:
+            inverter = 1
+    dtu = 2 if "dtu" in fig.stale else (1 if state.dtu_can_control is False else 0)
+    return {"grid_meter": 2 if "grid" in fig.stale else 0,
+            "balcony_meter": 2 if "balcony" in fig.stale else 0,
+            "dtu": dtu, "inverter": inverter, "temperature": temperature,
+            "battery": 2 if "battery" in fig.stale else 0,
+            "controller": 1 if state.relay_confirmed is False else 0}
+
+
+def _status(state: State, now: float, p: Params, fig: Figures, limits: list) -> dict:
+    bat = state.battery
+    total = 0.0
+    for inv in state.inverters.values():
+        if inv.cmd_pct is not None:
+            total += inv.cmd_pct * inv.max_w() / 100.0
+    reasons = state.reasons[-MAX_REASONS:]
+    state.reasons = []
+    head = f"{p.law} law; target {fig.target_w:.0f} W ({fig.target_why})"
+    if p.law == "project":
+        head += f"; waiting for {state.project.wait}"
+    filtered = state.seed.filtered_w if p.law == "seed" else state.grid_w
+    return {
+        "law": p.law,
+        "grid_w": state.grid_w,
+        "grid_filtered_w": filtered,
+        "target_w": fig.target_w,
+        "budget_w": fig.budget_w,
+        "balcony_w": fig.balcony_used_w,
+        "total_limit_w": round(total, 1),
+        "soc_pct": bat.soc_pct if fig.battery_ok else None,
+        "feed_in_min_soc_pct": state.feed_in_min_soc,
+        "soc_floating_max_pct": state.season.sfm,
+        "relay_wanted": state.relay_wanted,
+        "negative_grid_counter": state.negative_grid_counter,
+        "stale": list(fig.stale),
+        "setpoints": limits,
+        "reasons": [head] + reasons,
+        "alarms": _alarms(state, now, p, fig),
+    }
+
+
+def _feed_in_min_soc(state: State) -> int:
+    bat = state.battery
+    draw = 0.0
+    for inv in state.inverters.values():
+        if inv.dc_current_a is not None:
+            draw += inv.dc_current_a
+    return season.feed_in_min_soc(state.season.sfm, bat.current_a if bat.present else None, draw,
+                                  bat.dcl_a if bat.present else None)
+
+
+# ------------------------------------------------------------------ the step
+
+def step(state: State, events, now: float, params: Params):
+    p = params
+    out = []
+    if state.start_t is None:
+        state.start_t = now
+        state.seed.next_loop_t = now + p.seed_loop_interval_s
+        state.next_negative_tick_t = now + p.seed_loop_interval_s
+        state.next_relay_t = now + p.relay_first_decision_s
+        state.next_setpoint_t = state.next_status_t = state.next_settings_t = now
+    for topic, body in events:
+        handler = _HANDLERS.get(topic)
+        if handler is not None and isinstance(body, dict):
+            handler(state, body, now, p)
+
+    fig = _figures(state, now, p)
+    command = lambda inv, pct, t, why: _command(state, inv, pct, t, why)  # noqa: E731
+    if p.law == "seed":
+        if now >= state.seed.next_loop_t:
+            state.seed.next_loop_t = max(state.seed.next_loop_t + p.seed_loop_interval_s, now)
+            seed_law.run(state, now, p, fig, command)
+            state.status_due = True
+    elif fig.safe:
+        if project_law.run(state, now, p, fig, command) and state.setpoint_dirty:
+            state.status_due = True
+    else:
+        state.project.wait = "fresh grid and battery inputs"
+    if now >= state.next_negative_tick_t:
+        state.next_negative_tick_t = max(state.next_negative_tick_t + p.seed_loop_interval_s, now)
+        _tick(state, now, p, fig)
+    _safety(state, now, p, fig)
+    state.target_w, state.budget_w, state.balcony_used_w, state.stale = \
+        fig.target_w, fig.budget_w, fig.balcony_used_w, fig.stale
+
+    if now >= state.next_relay_t:
+        state.next_relay_t = now + p.relay_interval_s
+        state.feed_in_min_soc = _feed_in_min_soc(state)
+        on, why = lifesignal.relay_decision(state.dtu_samples_in_window,
+                                            state.battery.soc_pct if fig.battery_ok else None,
+                                            state.feed_in_min_soc, state.negative_grid_counter,
+                                            p.negative_grid_loops, fig.stale)
+        state.dtu_samples_in_window = 0
+        state.seed.loop_index = 0
+        state.relay_wanted = on
+        state.reasons.append("life signal: " + why)
+        out.append(("ctrl.relay", {"on": on, "reason": why}))
+        state.status_due = True
+
+    limits = None
+    if state.order and (state.setpoint_dirty or now >= state.next_setpoint_t):
+        limits = _limits(state, p)
+        body = {"limits": limits, "reason": state.reasons[-1] if state.reasons else "repeat"}
+        if state.restart_requests:
+            body["restart"] = state.restart_requests
+            state.restart_requests = []
+        if state.dtu_reboot_request:
+            body["dtu_reboot"] = True
+            state.dtu_reboot_request = False
+        out.append(("ctrl.setpoint", body))
+        state.setpoint_dirty = False
+        state.next_setpoint_t = now + p.setpoint_repeat_s
+    if state.status_due or now >= state.next_status_t:
+        state.feed_in_min_soc = _feed_in_min_soc(state)
+        out.append(("ctrl.status", _status(state, now, p, fig, limits if limits is not None else _limits(state, p))))
+        state.status_due = False
+        state.next_status_t = now + (p.seed_loop_interval_s if p.law == "seed" else p.status_interval_s)
+    if state.settings_dirty or now >= state.next_settings_t:
+        s = state.settings
+        out.append(("ctrl.settings", {
+            "max_feed_in": s.max_feed_in, "power_feed_in_soc": s.power_feed_in_soc,
+            "soc_floating_max": state.season.sfm, "zero_point": s.zero_point,
+            "feed_in_min_soc": state.feed_in_min_soc, "answers": list(state.answers)}))
+        state.settings_dirty = False
+        state.next_settings_t = now + p.settings_interval_s
+    return state, out

@@ -1,0 +1,75 @@
+"""Turning watts into per-inverter relative limits: the seed's one-inverter step, the project law's spread over
+all inverters, and the total-cap guard applied after either law."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+_EPS = 1e-9
+
+
+def seed_step(old_pct: float, g_w: float, b_w: float, max_w: float, steps_pct: float, min_pct: float,
+              max_pct: float, forced_min: bool) -> tuple[float, float, float]:
+    """seed-behaviour §4.5 step 5: returns (new %, remaining g, remaining b).
+
+    act = old% x max/100; add = min(g, b - act); new% = int(int((old% + add x 100/max) / steps) x steps)
+    (truncation), clamped to [min, max], forced to min. HM-400 at 50 %, g = +100 W, b = 700 W -> 74 %, g 4 W.
+    """
+    act_w = old_pct * max_w / 100.0
+    add_w = min(g_w, b_w - act_w)
+    new_pct = float(int(int((old_pct + add_w * 100.0 / max_w) / steps_pct) * steps_pct))
+    if forced_min:
+        new_pct = min_pct
+    else:
+        new_pct = min(max(new_pct, min_pct), max_pct)
+    return new_pct, g_w - (new_pct - old_pct) * max_w / 100.0, b_w - new_pct * max_w / 100.0
+
+
+def floor_to(value: float, quantum: float) -> float:
+    return round(math.floor(value / quantum + _EPS) * quantum, 6)
+
+
+def spread(total_w: float, max_ws: Sequence[float], quantum_pct: float, min_pct: float,
+           max_pct: float) -> list[float]:
+    """The same percentage for every inverter (equal share of its size, equal wear), floored to the quantum,
+    then single quanta to the first inverters (preference order) while the sum stays <= total_w.
+    Every result lies in [min_pct, max_pct]; the sum exceeds total_w only when total_w < sum of the minimums."""
+    n = len(max_ws)
+    if n == 0:
+        return []
+    sum_max = sum(max_ws)
+    share = min(max(total_w * 100.0 / sum_max, min_pct), max_pct)
+    pct = floor_to(share, quantum_pct)
+    if pct < min_pct:
+        pct = min_pct
+    out = [pct] * n
+    remaining_w = total_w - sum(pct * m / 100.0 for m in max_ws)
+    if remaining_w > 0:
+        for i, m in enumerate(max_ws):
+            step_w = quantum_pct * m / 100.0
+            if out[i] + quantum_pct <= max_pct + _EPS and step_w <= remaining_w + _EPS:
+                out[i] = round(out[i] + quantum_pct, 6)
+                remaining_w -= step_w
+    return out
+
+
+def cap_cuts(pcts: Sequence[float], max_ws: Sequence[float], cap_w: float, quantum_pct: float) -> list[float]:
+    """Lower limits, last in preference order first, until sum(pct x max/100) <= cap_w. May go below the
+    minimum limit, down to 0 %: the cap (MaxFeedIn - balcony, V x DCL) is never exceeded."""
+    out = list(pcts)
+    total_w = sum(p * m / 100.0 for p, m in zip(out, max_ws))
+    cap_w = max(0.0, cap_w)
+    for i in range(len(out) - 1, -1, -1):
+        if total_w <= cap_w + 1e-6:
+            break
+        m = max_ws[i]
+        if m <= 0 or out[i] <= 0:
+            continue
+        cur_w = out[i] * m / 100.0
+        new_w = max(0.0, cur_w - (total_w - cap_w))
+        new_pct = floor_to(new_w * 100.0 / m, quantum_pct)
+        while new_pct > 0 and new_pct * m / 100.0 > new_w + 1e-9:
+            new_pct = max(0.0, round(new_pct - quantum_pct, 6))
+        total_w -= cur_w - new_pct * m / 100.0
+        out[i] = new_pct
+    return out

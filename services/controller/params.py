@@ -1,0 +1,91 @@
+"""The controller's constants: one frozen object, from config.ini or from the seed's defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+LAWS = ("project", "seed")
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    law: str = "project"                       # "project" (default) | "seed"
+    # user settings at start (then changed at run time through venus.setting and persisted)
+    zero_point: int = 25                       # W of import aimed at
+    max_feed_in: int = 700                     # W, inverters + balcony system, <= 800
+    power_feed_in_soc: int = 96                # %, deliberate export above this SOC (with sun)
+    soc_floating_max: int = 74                 # %, initial seasonal SOC maximum
+    # per-inverter limits
+    min_percent: float = 1.0
+    max_percent: float = 80.0
+    steps_percent: float = 2.0                 # seed law quantisation (truncation)
+    quantum_pct: float = 1.0                   # project law quantisation (floor)
+    # seed consumption filter
+    consume_filter_factor: int = 3
+    feed_in_filter_factor: int = 0
+    feed_in_at_negative_watt_difference: int = 150
+    accuracy: int = 10                         # W, seed deadband
+    # protections
+    max_temperature: float = 50.0
+    temperature_hysteresis: float = 5.0
+    producing_grace_s: float = 270.0
+    restart_min_interval_s: float = 600.0      # the writer rate-limits too
+    dtu_reboot_min_interval_s: float = 3600.0
+    # timing
+    seed_loop_interval_s: float = 3.0
+    grid_stale_s: float = 5.0
+    battery_stale_s: float = 60.0
+    dtu_stale_s: float = 30.0
+    balcony_stale_s: float = 30.0
+    ack_timeout_s: float = 20.0
+    setpoint_repeat_s: float = 1.0             # full ctrl.setpoint at least this often (contract: <= 2 s)
+    status_interval_s: float = 1.0             # ctrl.status at least this often (project law; seed: each loop)
+    settings_interval_s: float = 5.0
+    # balcony system
+    balcony_configured: bool | None = None     # None: auto (used once a balcony message was seen)
+    balcony_fallback_w: int = 500
+    sun_threshold_w: float = 20.0
+    # sustained export
+    negative_grid_w: int = 150
+    negative_grid_loops: int = 50
+    # life signal
+    relay_interval_s: float = 300.0
+    relay_first_decision_s: float = 30.0
+    # project law tuning (bench/control_quality tunes these)
+    raise_gain: float = 1.0
+    reduce_gain: float = 1.0
+    raise_deadband_w: float = 10.0
+    reduce_deadband_w: float = 10.0
+    fast_reduce_below_w: float = 0.0
+    fast_reduce_settle_s: float = 2.0
+    meter_guard_s: float = 0.0
+
+    def __post_init__(self):
+        if self.law not in LAWS:
+            raise ValueError(f"law must be one of {LAWS}, not {self.law!r}")
+        if self.min_percent > self.max_percent:
+            raise ValueError("min_percent must not exceed max_percent")
+
+    @classmethod
+    def defaults(cls) -> "Params":
+        return cls()
+
+    def with_(self, **changes) -> "Params":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Params":
+        c = cfg.control
+        names = {f.name for f in fields(cls)}
+        values = {name: getattr(c, name) for name in names if hasattr(c, name)}
+        values["seed_loop_interval_s"] = c.seed_loop_interval
+        values["balcony_configured"] = getattr(cfg, "balcony_meter", None) is not None
+        relay = getattr(cfg, "relay", None)
+        if relay is not None:
+            values["relay_interval_s"] = relay.interval
+        dtu = getattr(cfg, "opendtu", None)
+        if dtu is not None:
+            values["restart_min_interval_s"] = dtu.inverter_restart_min_interval_s
+            values["dtu_reboot_min_interval_s"] = dtu.dtu_reboot_min_interval_s
+        for name in ("min_percent", "max_percent", "steps_percent"):
+            values[name] = float(values[name])
+        return cls(**values)

@@ -1,0 +1,90 @@
+"""The controller's imperative shell: bus messages in, `core.step`, bus messages out, state file."""
+from __future__ import annotations
+
+import logging
+
+from common import messages as m
+from common.bus import Publisher, Subscriber
+from common.clock import SYSTEM_CLOCK
+from services.controller import core
+from services.controller.persist import StateStore
+
+TICK_S = 0.25
+INPUT_TOPICS = ("meter.", "dtu.", "venus.", "relay.")
+
+
+class ControllerService:
+    def __init__(self, cfg, log: logging.Logger, clock=SYSTEM_CLOCK):
+        self.log = log
+        self.clock = clock
+        self.params = core.Params.from_config(cfg)
+        self.store = StateStore(cfg.control.state_dir, log)
+        self.state = core.initial_state(self.params, self.store.load())
+        self.saved_version = None
+        self._persist()
+        self.pub = Publisher("controller", cfg.bus.rundir, clock=clock)
+        self.sub = Subscriber(cfg.bus.rundir, topics=INPUT_TOPICS)
+        self.last_relay = None
+        self.last_answers = []
+        log.info("controller: %s law, MaxFeedIn %d W, ZeroPoint %d W, SocFloatingMax %d %%, state file %s",
+                 self.params.law, self.state.settings.max_feed_in, self.state.settings.zero_point,
+                 self.state.season.sfm, self.store.path)
+
+    def _persist(self) -> None:
+        version = core.persist_version(self.state)
+        if version != self.saved_version and self.store.save(core.persistable(self.state)):
+            self.saved_version = version
+
+    def handle(self, events) -> None:
+        self.state, outputs = core.step(self.state, events, self.clock.monotonic(), self.params)
+        for topic, body in outputs:
+            try:
+                self.pub.publish(topic, body)
+            except m.SchemaError as exc:     # our bug: say so, keep running
+                self.log.error("controller: invalid %s body not published: %s", topic, exc)
+                continue
+            self._log_output(topic, body)
+        self._persist()
+
+    def _log_output(self, topic: str, body: dict) -> None:
+        if topic == m.CTRL_RELAY:
+            if body["on"] != self.last_relay:
+                self.log.info("life signal: %s", body["reason"])
+            self.last_relay = body["on"]
+        elif topic == m.CTRL_SETTINGS:
+            if body.get("answers") != self.last_answers:
+                self.log.info("settings now MaxFeedIn %d W, PowerFeedInSoc %d %%, SocFloatingMax %d %%, "
+                              "ZeroPoint %d W", body["max_feed_in"], body["power_feed_in_soc"],
+                              body["soc_floating_max"], body["zero_point"])
+                self.last_answers = body.get("answers")
+        elif topic == m.CTRL_STATUS and self.log.isEnabledFor(logging.DEBUG):
+            for line in body["reasons"][1:]:
+                self.log.debug("%s", line)
+
+    def run(self) -> None:
+        next_tick = self.clock.monotonic()
+        while True:
+            timeout = max(0.0, next_tick - self.clock.monotonic())
+            msg = self.sub.recv(timeout)
+            events = []
+            if msg is not None:
+                events.append((msg.topic, msg.body))
+                events.extend((more.topic, more.body) for more in self.sub.drain())
+            now = self.clock.monotonic()
+            if events or now >= next_tick:
+                self.handle(events)
+            if now >= next_tick:
+                next_tick = now + TICK_S
+
+    def close(self) -> None:
+        self.sub.close()
+        self.pub.close()
+
+
+def main(cfg, log) -> int:
+    service = ControllerService(cfg, log)
+    try:
+        service.run()
+    finally:
+        service.close()
+    return 0
