@@ -41,6 +41,13 @@ def limit_fields(live: InverterSummary, status: Optional[LimitStatus], max_w: Op
     return float(rel), round(rel * max_w / 100.0, 1)
 
 
+def looks_unpolled(live: InverterLive, max_w: Optional[float]) -> bool:
+    """After a DTU boot an inverter is `reachable` before its first stats answer, with every value 0 and
+    data_age ≈ uptime (small after a reboot). Rating still unknown and AC power, voltage and lifetime yield all
+    0: no sample yet, not a measurement of 0 W."""
+    return max_w is None and all(v in (0, None) for v in (live.ac_power_w, live.ac_voltage_v, live.yield_total_kwh))
+
+
 def _sum(values):
     if not values or any(v is None for v in values):
         return None
@@ -141,7 +148,7 @@ class Reader:
             status = poll.limits.get(serial)
             if live.reachable:
                 fresh = self.is_fresh(serial, sample_t, live.data_age_s, resolution_s)
-                if fresh and live.has_channels:
+                if fresh and live.has_channels and not looks_unpolled(live, max_power_w(live, status)):
                     if track.last_sample_t is not None:
                         sample_t = max(sample_t, track.last_sample_t + 0.001)
                     out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status)))
