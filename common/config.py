@@ -196,6 +196,8 @@ SCHEMA: dict[str, Section] = {
         "dcload_first_instance": Key(_int, 134, min=0, max=999, doc="inverter n (in the DTU's order) gets this + n"),
         "acload_custom_name": Key(_str, "Grid by Shelly"),
         "battery_service": Key(_str, "", doc="D-Bus name of the battery to use when several exist"),
+        "status_stale_s": Key(_float, 15.0, min=2, max=600,
+                              doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
     }, doc="Venus OS D-Bus services"),
     "bus": Section({
         "rundir": Key(_str, "/tmp/dbus-opendtu", doc="ipc:// sockets live here, mode 0700"),
