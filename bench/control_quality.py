@@ -1,0 +1,180 @@
+"""Control quality benchmark: every policy on the same trace, plant, meter model and seeds, scored per
+control-notes §5 (definitions in bench/metrics.py).
+
+    python -m bench.control_quality [--trace CSV] [--scenario NAME] [--plant JSON] [--policy NAME ...] [--json]
+                                    [--plot PNG] [--dead-time S] [--seed N] [--tick S] [--sweep]
+
+--trace CSV        `t_s,load_w[,balcony_w]` at 1 Hz (instead of a built-in scenario)
+--scenario NAME    fridge | kettle | hob | overload | balcony_clouds | day (default kettle)
+--plant JSON       plant description (default bench/plants/default.json; fields in bench/plantcfg.py)
+--policy NAME ...  project seed dpl hze oracle oracle_delay (default: all)
+--dead-time S      override every inverter's dead time
+--json             one JSON object per policy, one per line (JSON Lines), keys: policy, scenario, dead_time_s,
+                   export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus
+                   cost_wh, grid_export_wh, unavoidable_import_wh, commands, duration_s, seed, runtime_s
+--plot PNG         grid power against the target, one panel per policy (matplotlib, Agg)
+--sweep            run bench.sweep instead (all scenarios x dead times 2/5/12 s x all policies, with the goals)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from bench import metrics, oracle
+from bench.loop import ClosedLoop, BenchBattery
+from bench.plantcfg import PlantConfig, PlantConfigError, load_plant
+from bench.policies import POLICIES, make_policy
+from bench.scenarios import SCENARIOS, Trace, TraceError, builtin, read_csv
+
+SUMMARY_KEYS = ("export_wh", "import_wh", "avoidable_import_wh", "mae_vs_oracle_w", "peak_export_w",
+                "commands_per_h")
+
+
+def oracle_output(trace: Trace, plant: PlantConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Clairvoyant output and the P_max it used (battery at its starting voltage and DCL)."""
+    battery = BenchBattery(plant.battery)
+    balcony = np.asarray(trace.balcony_w, dtype=float)
+    p_max = np.array([plant.p_max_w(b, battery.voltage_v, battery.dcl_a) for b in balcony])
+    net = np.asarray(trace.load_w, dtype=float) - balcony
+    u = oracle.clairvoyant_output_w(net, plant.site.zero_point_w, p_max, plant.p_min_w,
+                                    plant.ramp_up_w_per_s, plant.ramp_down_w_per_s)
+    return u, p_max
+
+
+def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s: float = 0.25,
+                 validate: bool = False, keep_series: bool = False, factory=make_policy) -> list[dict]:
+    """Run each named policy; returns one result dict per policy (plus `grid_w` arrays if keep_series)."""
+    tau = plant.site.zero_point_w
+    load = np.asarray(trace.load_w, dtype=float)
+    balcony = np.asarray(trace.balcony_w, dtype=float)
+    u_star, p_max_star = oracle_output(trace, plant)
+    g_star = load - balcony - u_star
+    results = []
+    for name in names:
+        started = time.process_time()
+        if name == "oracle":
+            u, p_max = u_star, p_max_star
+            commands = int(np.count_nonzero(np.abs(np.diff(u)) > 0.5))
+            calls = 0
+        else:
+            loop = ClosedLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate)
+            res = loop.run()
+            u, p_max, commands, calls = res.output_w, res.p_max_w, res.commands, res.policy_calls
+        row = {"policy": name, "scenario": trace.name, "dead_time_s": plant.dead_time_s, "seed": seed}
+        row.update(metrics.score(load, balcony, u, tau, p_max, plant.p_min_w, commands, g_oracle_w=g_star))
+        row["policy_calls"] = calls
+        row["runtime_s"] = round(time.process_time() - started, 2)
+        if keep_series:
+            row["grid_w"] = load - balcony - u
+        results.append(row)
+    return results
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'scenario':<15}{'dead':>5} {'policy':<13}{'export':>8}{'import':>9}{'avoid.':>8}{'cost':>8}" \
+           f"{'MAE':>7}{'peakexp':>8}{'cmd/h':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['scenario']:<15}{r['dead_time_s']:>5g} {r['policy']:<13}{r['export_wh']:>8.1f}"
+                     f"{r['import_wh']:>9.1f}{r['avoidable_import_wh']:>8.1f}{r['cost_wh']:>8.1f}"
+                     f"{(r['mae_vs_oracle_w'] or 0.0):>7.1f}{r['peak_export_w']:>8.0f}{r['commands_per_h']:>7.0f}")
+    lines.append("Wh over the trace; avoid. = avoidable import, cost = export + avoidable import, "
+                 "MAE = mean |g - g_oracle| W")
+    return "\n".join(lines)
+
+
+def _plot_window(trace: Trace) -> tuple[int, int]:
+    n = trace.duration_s
+    if n <= 3 * 3600:
+        return 0, n
+    load = np.asarray(trace.load_w)
+    activity = np.abs(np.diff(load, prepend=load[0]))
+    width = 1800
+    sums = np.convolve(activity, np.ones(width), mode="valid")
+    start = int(np.argmax(sums))
+    return start, start + width
+
+
+def plot(rows: list[dict], trace: Trace, tau_w: float, path: str, window=None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start, end = window or _plot_window(trace)
+    t = np.arange(start, end)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.9 * len(rows) + 0.6), sharex=True, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        g = row["grid_w"][start:end]
+        ax.plot(t, g, lw=0.7, color="tab:blue", label="grid (+ import)")
+        ax.axhline(tau_w, color="tab:green", lw=0.8, ls="--", label=f"target {tau_w:g} W")
+        ax.axhline(0.0, color="black", lw=0.5)
+        ax.fill_between(t, g, 0.0, where=g < 0, color="tab:red", alpha=0.4, lw=0, label="export")
+        ax.set_ylabel("W")
+        ax.set_ylim(max(-900.0, float(np.min(g)) - 50), min(2500.0, float(np.max(g)) + 50))
+        ax.set_title(f"{row['policy']}: export {row['export_wh']:.1f} Wh, avoidable import "
+                     f"{row['avoidable_import_wh']:.1f} Wh, {row['commands_per_h']:.0f} cmd/h", fontsize=9, loc="left")
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
+    axes[-1, 0].set_xlabel(f"t (s) — scenario {trace.name}, dead time {rows[0]['dead_time_s']:g} s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench.control_quality",
+                                     description="closed-loop control quality of every policy on one trace")
+    parser.add_argument("--trace", help="CSV t_s,load_w[,balcony_w] at 1 Hz")
+    parser.add_argument("--scenario", default="kettle", help=f"built-in: {', '.join(SCENARIOS)} (default kettle)")
+    parser.add_argument("--plant", help="plant JSON (default bench/plants/default.json)")
+    parser.add_argument("--policy", nargs="+", default=list(POLICIES), metavar="NAME",
+                        help=f"any of {' '.join(POLICIES)} (default all)")
+    parser.add_argument("--json", action="store_true", help="JSON Lines: one object per policy")
+    parser.add_argument("--plot", metavar="PNG", help="plot grid power vs target per policy")
+    parser.add_argument("--dead-time", type=float, metavar="S", help="override every inverter's dead time")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tick", type=float, default=0.25, help="physics step in s (0.1..0.5)")
+    parser.add_argument("--validate", action="store_true", help="check every bus body against its schema")
+    parser.add_argument("--sweep", action="store_true", help="run bench.sweep")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.sweep:
+        from bench import sweep
+        return sweep.main([] if args.plant is None else ["--plant", args.plant])
+    for name in args.policy:
+        if name not in POLICIES:
+            print(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", file=sys.stderr)
+            return 2
+    try:
+        plant = load_plant(args.plant)
+        if args.dead_time is not None:
+            if args.dead_time < 0:
+                raise PlantConfigError("--dead-time must be >= 0")
+            plant = plant.with_dead_time(args.dead_time)
+        trace = read_csv(args.trace) if args.trace else builtin(args.scenario, args.seed)
+    except (PlantConfigError, TraceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = run_policies(trace, plant, args.policy, seed=args.seed, tick_s=args.tick, validate=args.validate,
+                        keep_series=bool(args.plot))
+    if args.json:
+        for row in rows:
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                              for k, v in row.items() if k != "grid_w"}))
+    else:
+        print(format_table(rows))
+    if args.plot:
+        plot(rows, trace, plant.site.zero_point_w, args.plot)
+        if not args.json:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Every built-in scenario x dead times 2, 5, 12 s x every policy, with the goals for `project` per cell:
+
+  export        <= 0.5 x the lowest export of seed, dpl and hze
+  avoidable     <= the lowest avoidable import of seed, dpl and hze
+  cost          <= 1.25 x the cost of oracle_delay        (cost = export + avoidable import)
+
+    python -m bench.sweep [--plant JSON] [--scenario NAME ...] [--dead-time S ...] [--jobs N] [--json]
+                          [--policy NAME ...] [--param NAME=VALUE ...]
+
+`--param` changes a field of the project law's Params (services/controller/params.py) for this run only, to try
+tunings. Exit code 0 when every cell passes, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from bench.control_quality import format_table, run_policies
+from bench.plantcfg import load_plant
+from bench.policies import POLICIES, CorePolicy, make_policy
+from bench.scenarios import SCENARIOS, builtin
+
+DEAD_TIMES = (2.0, 5.0, 12.0)
+BASELINES = ("seed", "dpl", "hze")
+
+
+def _cell(job) -> list[dict]:
+    scenario, dead_time, plant_path, policies, seed, params = job
+    plant = load_plant(plant_path).with_dead_time(dead_time)
+    trace = builtin(scenario, seed)
+
+    def factory(name):
+        if name == "project" and params:
+            return CorePolicy("project", **params)
+        return make_policy(name)
+    return run_policies(trace, plant, policies, seed=seed, factory=factory)
+
+
+def goals(rows: list[dict]) -> dict:
+    """Per-cell verdicts for `project` against the baselines and oracle_delay present in `rows`."""
+    by = {r["policy"]: r for r in rows}
+    project = by.get("project")
+    if project is None:
+        return {}
+    base = [by[b] for b in BASELINES if b in by]
+    out = {}
+    if base:
+        best_export = min(r["export_wh"] for r in base)
+        best_avoid = min(r["avoidable_import_wh"] for r in base)
+        out["export"] = (project["export_wh"] <= 0.5 * best_export + 1e-9, project["export_wh"], 0.5 * best_export)
+        out["avoidable"] = (project["avoidable_import_wh"] <= best_avoid + 1e-9, project["avoidable_import_wh"],
+                            best_avoid)
+    if "oracle_delay" in by:
+        limit = 1.25 * by["oracle_delay"]["cost_wh"]
+        out["cost"] = (project["cost_wh"] <= limit + 1e-9, project["cost_wh"], limit)
+    return out
+
+
+def _parse_param(text: str):
+    name, _, value = text.partition("=")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        number = float(value)
+        return name, int(number) if number.is_integer() and "." not in value else number
+    except ValueError:
+        return name, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plant")
+    parser.add_argument("--scenario", nargs="+", default=list(SCENARIOS))
+    parser.add_argument("--dead-time", nargs="+", type=float, default=list(DEAD_TIMES))
+    parser.add_argument("--policy", nargs="+", default=list(POLICIES))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="JSON Lines: every policy row, then one goals row")
+    parser.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    params = dict(args.param)
+    jobs = [(s, d, args.plant, args.policy, args.seed, params) for s in args.scenario for d in args.dead_time]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            cells = list(pool.map(_cell, jobs))
+    else:
+        cells = [_cell(job) for job in jobs]
+    all_pass = True
+    verdict_lines = []
+    for job, rows in zip(jobs, cells):
+        verdict = goals(rows)
+        ok = all(v[0] for v in verdict.values()) if verdict else True
+        all_pass &= ok
+        if args.json:
+            for row in rows:
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+            print(json.dumps({"goals": {k: {"pass": v[0], "project": round(v[1], 3), "limit": round(v[2], 3)}
+                                        for k, v in verdict.items()},
+                              "scenario": job[0], "dead_time_s": job[1], "pass": ok}))
+        detail = "  ".join(f"{k} {'ok' if v[0] else 'FAIL'} {v[1]:.1f}/{v[2]:.1f}" for k, v in verdict.items())
+        verdict_lines.append(f"{job[0]:<15}{job[1]:>5g}  {'PASS' if ok else 'FAIL'}  {detail}")
+    if not args.json:
+        print(format_table([row for rows in cells for row in rows]))
+        print()
+        print("goals for project (value/limit, Wh):")
+        print("\n".join(verdict_lines))
+        print(f"\noverall: {'PASS' if all_pass else 'FAIL'}")
+    return 0 if all_pass else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
