@@ -1,0 +1,382 @@
+"""The imperative shell of venus_publisher: GLib main loop, ZeroMQ watch, D-Bus services, battery monitor.
+
+Only this module (and common.vedbus) imports dbus and gi; it is imported only by `python -m services.venus_publisher`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from typing import Any, Callable, Optional
+
+from gi.repository import GLib
+
+from common import messages as m
+from common import vedbus
+from common.bus import Publisher, Subscriber
+from common.clock import SYSTEM_CLOCK
+
+from .battery import BatteryMonitor
+from .model import (ALARM_PATHS, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
+                    alarm_levels, check_setting, dcload_values, dcsystem_values, num)
+
+log = logging.getLogger("venus_publisher")
+
+PROCESS_NAME = "dbus-opendtu venus_publisher"
+PROCESS_VERSION = "1.0.0"
+CONNECTION = "TCP/IP (HTTP)"
+TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
+SAFETY_DRAIN_MS = 100
+TICK_MS = 1000
+BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
+NAMES_FILE = "venus_publisher_names.json"
+MAX_NAME_LEN = 64
+
+_UNITS = (("Voltage", "{:.2f}V"), ("Current", "{:.2f}A"), ("Power", "{:.0f}W"), ("Watt", "{:.0f}W"),
+          ("Temperature", "{:.1f}°C"), ("Forward", "{:.2f}kWh"), ("Reverse", "{:.2f}kWh"), ("EnergyIn", "{:.2f}kWh"),
+          ("Percent", "{:.1f}%"), ("Soc", "{:.0f}%"), ("MaxFeedIn", "{:.0f}W"), ("ZeroPoint", "{:.0f}W"),
+          ("GridFiltered", "{:.0f}W"), ("Target", "{:.0f}W"), ("Budget", "{:.0f}W"), ("TotalLimit", "{:.0f}W"))
+
+
+def gettext_for(path: str) -> Optional[Callable[[str, Any], str]]:
+    last = path.rsplit("/", 1)[-1]
+    if path.startswith("/Alarms/"):
+        return None
+    for suffix, fmt in _UNITS:
+        if last.endswith(suffix):
+            return lambda _p, v, fmt=fmt: fmt.format(v) if num(v) is not None else str(v)
+    return None
+
+
+class NameStore:
+    """User-written /CustomName values, persisted as JSON in the state folder (key -> name)."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, NAMES_FILE)
+        self.names: dict[str, str] = {}
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+            if isinstance(data, dict):
+                self.names = {str(k): v for k, v in data.items() if isinstance(v, str)}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("custom names: cannot read %s (%s); starting without", self.path, exc)
+
+    def get(self, key: str) -> Optional[str]:
+        return self.names.get(key)
+
+    def put(self, key: str, name: str) -> None:
+        self.names[key] = name
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w") as handle:
+                json.dump(self.names, handle)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("custom names: cannot write %s (%s)", self.path, exc)
+
+
+def _guarded(func):
+    """GLib swallows exceptions of callbacks with a traceback on stderr: log one line and keep the source alive."""
+    def wrapper(*args):
+        try:
+            result = func(*args)
+        except Exception:
+            log.exception("error in %s", func.__name__)
+            return True
+        return True if result is None else result
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+class VenusPublisher:
+    def __init__(self, cfg, clock=SYSTEM_CLOCK):
+        self.cfg = cfg
+        self.clock = clock
+        self.params = Params.from_config(cfg)
+        self.inputs = Inputs(started_t=clock.monotonic())
+        self.settings = SettingRequests()
+        self.names = NameStore(cfg.control.state_dir)
+        self.dcloads: dict[int, tuple[str, vedbus.VeDbusService]] = {}
+        self.dcsystem: Optional[vedbus.VeDbusService] = None
+        self.acload: Optional[vedbus.VeDbusService] = None
+        self._unregistered: list[vedbus.VeDbusService] = []
+        self.loop = GLib.MainLoop()
+        self.sub: Optional[Subscriber] = None
+        self.pub: Optional[Publisher] = None
+        self.battery: Optional[BatteryMonitor] = None
+        self._client_bus = None
+        self._last_battery_body: Optional[dict] = None
+        self._last_battery_t = -1e9
+        self._battery_idle = False
+        self._sources: list[int] = []
+
+    # ------------------------------------------------------------ start / stop
+    def start(self) -> None:
+        vedbus.ensure_mainloop()
+        self.pub = Publisher("venus_publisher", self.cfg.bus.rundir, clock=self.clock)
+        self.sub = Subscriber(self.cfg.bus.rundir, topics=TOPICS)
+        venus = self.cfg.venus
+        self.acload = self._make_acload(venus.acload_instance)
+        self.dcsystem = self._make_dcsystem(venus.dcsystem_instance)
+        self._client_bus = vedbus.new_system_bus()
+        self.battery = BatteryMonitor(self._client_bus, venus.battery_service, self._battery_changed,
+                                      self.clock.monotonic)
+        self.battery.start()
+        self._sources.append(GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN,
+                                               _guarded(self._on_zmq)))
+        self._drain()      # messages queued before the watch existed produce no new edge
+        self._sources.append(GLib.timeout_add(SAFETY_DRAIN_MS, _guarded(self._on_safety_timer)))
+        self._sources.append(GLib.timeout_add(TICK_MS, _guarded(self._on_tick)))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._sources.append(GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum))
+        self.refresh()
+
+    def run(self) -> int:
+        self.start()
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+        return 0
+
+    def _on_signal(self, signum) -> bool:
+        log.info("stopping on %s", signal.Signals(signum).name)
+        self.loop.quit()
+        return True       # the source stays until close() removes it
+
+    def close(self) -> None:
+        for source in self._sources:
+            GLib.source_remove(source)
+        self._sources = []
+        if self.battery is not None:
+            self.battery.close()
+        for _serial, svc in self.dcloads.values():
+            svc.close()
+        self.dcloads.clear()
+        for svc in (self.dcsystem, self.acload):
+            if svc is not None:
+                svc.close()
+        if self._client_bus is not None:
+            self._client_bus.set_exit_on_disconnect(False)
+            self._client_bus.close()
+        if self.sub is not None:
+            self.sub.close()
+        if self.pub is not None:
+            self.pub.close()
+
+    # ------------------------------------------------------------ D-Bus services
+    def _register(self, svc: vedbus.VeDbusService) -> None:
+        try:
+            svc.register()
+            log.info("D-Bus: registered %s", svc.name)
+        except vedbus.NameTakenError as exc:
+            log.error("D-Bus: %s; retrying every %d s", exc, TICK_MS // 1000)
+            self._unregistered.append(svc)
+
+    def _retry_registrations(self) -> None:
+        waiting, self._unregistered = self._unregistered, []
+        for svc in waiting:
+            if not svc._closed:
+                self._register(svc)
+
+    def _add_paths(self, svc: vedbus.VeDbusService, values: dict[str, Any]) -> None:
+        for path, value in values.items():
+            svc.add_path(path, value, gettext=gettext_for(path))
+
+    def _custom_name(self, svc: vedbus.VeDbusService, key: str, default: str) -> None:
+        def on_change(path, value):
+            if not value.strip() or len(value) > MAX_NAME_LEN:
+                log.warning("%s %s: SetValue %r rejected (1..%d characters)", svc.name, path, value, MAX_NAME_LEN)
+                return False
+            self.names.put(key, value)
+            log.info("%s %s = %r", svc.name, path, value)
+            return True
+        svc.add_path("/CustomName", self.names.get(key) or default, writeable=True, valuetype=str,
+                     on_change=on_change)
+
+    def _make_dcload(self, index: int, serial: str) -> vedbus.VeDbusService:
+        instance = self.cfg.venus.dcload_first_instance + index
+        svc = vedbus.VeDbusService(f"com.victronenergy.dcload.http_{instance}")
+        svc.add_mandatory_paths(PROCESS_NAME, PROCESS_VERSION, CONNECTION, instance, 0, "OpenDTU", connected=0)
+        self._custom_name(svc, f"dcload:{serial}", self._inverter_name(serial))
+        svc.add_path("/Serial", serial)
+        self._add_paths(svc, {k: v for k, v in dcload_values(None, self.params).items() if k != "/Connected"})
+        self._register(svc)
+        return svc
+
+    def _make_dcsystem(self, instance: int) -> vedbus.VeDbusService:
+        svc = vedbus.VeDbusService(f"com.victronenergy.dcsystem.http_{instance}")
+        svc.add_mandatory_paths(PROCESS_NAME, PROCESS_VERSION, CONNECTION, instance, 0, "OpenDTU")
+        self._custom_name(svc, "dcsystem", "DC Consumer (CCL)")
+        self._add_paths(svc, {"/Dc/0/Voltage": None, "/Dc/0/Current": None, "/Dc/0/Power": None,
+                              "/Dc/0/Temperature": None})
+        self._register(svc)
+        return svc
+
+    def _make_acload(self, instance: int) -> vedbus.VeDbusService:
+        svc = vedbus.VeDbusService(f"com.victronenergy.acload.http_{instance}")
+        svc.add_mandatory_paths(PROCESS_NAME, PROCESS_VERSION, CONNECTION, instance, 0, "GRID by Shelly",
+                                connected=0)
+        self._custom_name(svc, "acload", self.cfg.venus.acload_custom_name)
+        svc.add_path("/Role", "acload")
+        self._add_paths(svc, {k: v for k, v in acload_values(self.inputs, self.clock.monotonic(), self.params).items()
+                              if k != "/Connected"})
+        for path in SETTINGS:
+            svc.add_path(path, None, writeable=True, valuetype=int, on_change=self._on_setting,
+                         gettext=gettext_for(path))
+        for path in ALARM_PATHS:
+            svc.add_path(path, None)
+        self._register(svc)
+        return svc
+
+    def _inverter_name(self, serial: str) -> str:
+        seen = self.inputs.inverters.get(serial)
+        name = seen.body.get("name") if seen else None
+        return name if isinstance(name, str) and name.strip() else serial
+
+    # ------------------------------------------------------------ user settings
+    def _on_setting(self, path: str, value: Any) -> bool:
+        why = check_setting(path, value)
+        if why is not None:
+            log.warning("acload %s: SetValue %r rejected: %s", path, value, why)
+            return False
+        req = self.settings.request(path, value, self.clock.monotonic())
+        log.info("acload %s: SetValue %r accepted, request %s sent to the controller", path, value, req.request_id)
+        GLib.idle_add(_guarded(self._send_settings_once))
+        return True
+
+    def _send_settings_once(self) -> bool:
+        self._send_settings(self.clock.monotonic())
+        return False
+
+    def _send_settings(self, now: float) -> None:
+        for req in self.settings.expired(now):
+            log.warning("setting %s = %r (request %s) not confirmed by the controller in time; giving up",
+                        req.name, req.value, req.request_id)
+        for body in self.settings.due(now):
+            self.pub.publish(m.VENUS_SETTING, body)
+        self._drain()     # sending can consume the FD's edge
+        self._refresh_settings()
+
+    def _refresh_settings(self) -> None:
+        if self.acload is None:
+            return
+        with self.acload:
+            for path in SETTINGS:
+                self.acload[path] = self.settings.display(path)
+
+    # ------------------------------------------------------------ ZeroMQ
+    def _on_zmq(self, _fd, _condition) -> bool:
+        self._drain()
+        return True
+
+    def _on_safety_timer(self) -> bool:
+        self._drain()
+        return True
+
+    def _drain(self) -> None:
+        msgs = self.sub.drain()
+        if not msgs:
+            return
+        now = self.clock.monotonic()
+        for msg in msgs:
+            self.inputs.on_message(msg.topic, msg.body, now)
+            if msg.topic == m.CTRL_SETTINGS:
+                for req in self.settings.on_settings(msg.body):
+                    log.info("controller confirmed %s (request %s): in force %r", req.name, req.request_id,
+                             msg.body.get(req.name))
+        self.refresh(now)
+
+    # ------------------------------------------------------------ periodic
+    def _on_tick(self) -> bool:
+        now = self.clock.monotonic()
+        self._retry_registrations()
+        self._send_settings(now)
+        self.refresh(now)
+        if now - self._last_battery_t >= BATTERY_MAX_INTERVAL_S:
+            self._publish_battery(now)
+        return True
+
+    def _battery_changed(self) -> None:
+        if not self._battery_idle:
+            self._battery_idle = True
+            GLib.idle_add(_guarded(self._battery_idle_cb))
+
+    def _battery_idle_cb(self) -> bool:
+        self._battery_idle = False
+        now = self.clock.monotonic()
+        body = self.battery.body(now)
+        last = self._last_battery_body
+        if last is None or {k: v for k, v in body.items() if k != "age_s"} != \
+                {k: v for k, v in last.items() if k != "age_s"}:
+            self._publish_battery(now, body)
+            self.refresh(now)
+        return False
+
+    def _publish_battery(self, now: float, body: Optional[dict] = None) -> None:
+        if self.battery is None or self.pub is None:
+            return
+        body = body or self.battery.body(now)
+        self.pub.publish(m.VENUS_BATTERY, body)
+        self._drain()
+        self._last_battery_body = body
+        self._last_battery_t = now
+
+    # ------------------------------------------------------------ values
+    def _battery_view(self) -> BatteryView:
+        if self.battery is None or not self.battery.present:
+            return BatteryView(detail=self.battery.detail if self.battery else None)
+        values = self.battery.values
+        return BatteryView(True, num(values.get("/Dc/0/Voltage")), num(values.get("/Dc/0/Temperature")),
+                           self.battery.detail)
+
+    def _sync_dcloads(self) -> None:
+        wanted = self.inputs.inventory()
+        for index in list(self.dcloads):
+            serial, svc = self.dcloads[index]
+            if wanted.get(index) != serial:
+                log.info("inverter %s (index %d) gone: removing %s", serial, index, svc.name)
+                svc.close()
+                del self.dcloads[index]
+        for index, serial in sorted(wanted.items()):
+            if index not in self.dcloads:
+                svc = self._make_dcload(index, serial)
+                log.info("inverter %s (index %d): added %s", serial, index, svc.name)
+                self.dcloads[index] = (serial, svc)
+
+    def refresh(self, now: Optional[float] = None) -> None:
+        now = self.clock.monotonic() if now is None else now
+        self._sync_dcloads()
+        battery = self._battery_view()
+        dtu = self.inputs.dtu_status.body if self.inputs.dtu_status else {}
+        firmware = dtu.get("firmware") or 0
+        for _index, (serial, svc) in self.dcloads.items():
+            values = dcload_values(self.inputs.fresh_inverter(serial, now, self.params), self.params)
+            with svc:
+                for path, value in values.items():
+                    svc[path] = value
+                svc["/FirmwareVersion"] = firmware
+                if self.names.get(f"dcload:{serial}") is None:
+                    svc["/CustomName"] = self._inverter_name(serial)
+        if self.dcsystem is not None:
+            with self.dcsystem:
+                for path, value in dcsystem_values(self.inputs, battery, now, self.params).items():
+                    self.dcsystem[path] = value
+        if self.acload is not None:
+            alarms = alarm_levels(self.inputs, battery, now, self.params)
+            with self.acload:
+                for path, value in acload_values(self.inputs, now, self.params).items():
+                    self.acload[path] = value
+                for path, name in ALARM_PATHS.items():
+                    self.acload[path] = alarms[name]
+                for path in SETTINGS:
+                    self.acload[path] = self.settings.display(path)
+
+
+def main(cfg, log_: logging.Logger) -> int:
+    app = VenusPublisher(cfg)
+    return app.run()
