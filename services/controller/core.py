@@ -578,6 +578,7 @@ def step(state: State, events, now: float, params: Params):
         state.status_due = False
         state.next_status_t = now + (p.seed_loop_interval_s if p.law == "seed" else p.status_interval_s)
     if state.settings_dirty or now >= state.next_settings_t:
+        state.feed_in_min_soc = _feed_in_min_soc(state)
         s = state.settings
         out.append(("ctrl.settings", {
             "max_feed_in": s.max_feed_in, "power_feed_in_soc": s.power_feed_in_soc,
