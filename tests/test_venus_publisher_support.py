@@ -76,8 +76,11 @@ def victron_names() -> list[str]:
 
 
 def start_publisher(procs, rundir: str, label: str = "venus_publisher", **overrides):
-    sections = base_sections(rundir, control={"grid_stale_s": 2, "dtu_stale_s": 3, "state_dir": rundir},
-                             venus={"status_stale_s": 3}, **overrides)
+    defaults = {"control": {"grid_stale_s": 2, "dtu_stale_s": 3, "state_dir": rundir},
+                "venus": {"status_stale_s": 3}}
+    for section, keys in overrides.items():
+        defaults[section] = None if keys is None else {**defaults.get(section, {}), **keys}
+    sections = base_sections(rundir, **defaults)
     config = write_config(rundir, sections)
     return procs.python(label, "services.venus_publisher", "--config", config)
 
