@@ -222,7 +222,7 @@ class DtuModel:
                     entry["status"] = "Ok"
                     entry["ack_t_s"] = round(now, 3)
                     self._start_queued(radio, now, "Ok")
-                elif now >= cmd.deadline_s:
+                elif now >= cmd.deadline_s and (cmd.ack_at_s is None or now >= cmd.ack_at_s):
                     radio.rx_fail_nothing += 1
                     radio.limit_inflight = None
                     radio.limit_last = cmd
@@ -239,7 +239,7 @@ class DtuModel:
                             radio.events += 1               # event 124 "Switched off by remote control"
                     radio.power_inflight = None
                     radio.power_status = "Ok"
-                elif now >= pcmd.deadline_s:
+                elif now >= pcmd.deadline_s and (pcmd.ack_at_s is None or now >= pcmd.ack_at_s):
                     radio.power_inflight = None
                     radio.power_status = "Failure"
             if (not radio.limit_known and radio.devinfo_known and now - self.boot_s >= self.limit_readback_s
