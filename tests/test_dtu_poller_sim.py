@@ -181,6 +181,8 @@ def test_process_publishes_fresh_samples_applies_limits_and_reports_acks(procs, 
                       if b["ac_voltage_v"] and b["max_power_w"]} == set(serials), 15, "samples of both")
     for body in bus.bodies(m.DTU_INVERTER):
         assert body["index"] == serials.index(body["serial"])
+    bus.wait(lambda: {b.get("model") for b in bus.bodies(m.DTU_INVERTER)} >= {inv.spec.model for inv in plant.inverters},
+             15, "models from devinfo")
     # never the same sample twice
     for serial in serials:
         times = [b["sample_t_mono"] for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serial and b["reachable"]]
@@ -239,7 +241,8 @@ def test_bad_and_stale_answers_never_yield_values(procs, rundir, sim, plant, bus
     start_service(procs, rundir, sim, poll_interval=0.3)
     bus.wait(lambda: len({b["serial"] for b in bus.bodies(m.DTU_INVERTER)}) == 2, 15, "samples")
     for kind, error_kind in [("html", "html"), ("null", "invalid"), ("garbage", "invalid"),
-                             ("http500", "http"), ("http401", "auth"), ("refused", "connection")]:
+                             ("http500", "http"), ("http401", "auth"), ("refused", "connection"),
+                             ("hang", "timeout")]:
         sim.set_fault(kind)
         time.sleep(0.05)      # let a poll that was already answered go through
         mark = bus.mark()
@@ -266,6 +269,16 @@ def test_bad_and_stale_answers_never_yield_values(procs, rundir, sim, plant, bus
     gone = [b for b in bus.bodies(m.DTU_INVERTER, mark) if not b["reachable"]]
     assert all(b["ac_power_w"] is None and b["dc_power_w"] is None for b in gone)
     bus.wait(lambda: serials[1] in bus.bodies(m.DTU_STATUS)[-1].get("unreachable", []), 10, "status unreachable")
+    # 429: Retry-After (60 s) is honoured: no new attempt, but the status keeps coming (at least every 5 s)
+    sim.set_fault("http429")
+    time.sleep(0.05)
+    mark = bus.mark()
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_STATUS, mark) if b["error_kind"] == "rate_limited"], 10, "429")
+    first = len(bus.bodies(m.DTU_STATUS, mark))
+    bus.wait(lambda: len(bus.bodies(m.DTU_STATUS, mark)) >= first + 2, 15, "status heartbeats during the backoff")
+    limited = [b for b in bus.bodies(m.DTU_STATUS, mark) if b["error_kind"] == "rate_limited"]
+    assert len(limited) >= 3 and {b["error_count"] for b in limited} == {1}
+    assert not bus.bodies(m.DTU_INVERTER, mark)
 
 
 def test_watchdog_sends_minimum_and_releases(procs, rundir, sim, plant, bus):

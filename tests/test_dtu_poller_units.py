@@ -9,7 +9,7 @@ from common import messages as m
 from services.dtu_poller.client import (DtuAuthError, DtuConnectionError, DtuInvalidResponse, DtuRejected,
                                         LimitStatus, base_url, check_command_answer, decode_json,
                                         parse_limit_status, parse_livedata_inverter, parse_livedata_summary)
-from services.dtu_poller.reader import PollResult, Reader, max_power_w
+from services.dtu_poller.reader import PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.service import backoff_s
 from services.dtu_poller.client import DtuRateLimited
 from services.dtu_poller.writer import WriterMachine, WriterParams
@@ -50,6 +50,11 @@ def test_both_firmware_shapes_parse_to_the_same_fields():
     assert [d.voltage_v for d in legacy.dc_inputs] == [51.0, 51.2]
     assert parse_livedata_inverter(MODERN, "999999999999") is None
     assert [s.serial for s in parse_livedata_summary(MODERN)] == [SERIAL]
+    two = copy.deepcopy(MODERN)
+    other = dict(two["inverters"][0], serial="1164a00a6340", order=0)
+    two["inverters"][0]["order"] = 1
+    two["inverters"].append(other)
+    assert [s.serial for s in parse_livedata_summary(two)] == ["1164a00a6340", SERIAL]   # by `order`
 
 
 def test_null_and_missing_values_are_none_never_zero():
@@ -114,6 +119,8 @@ def test_max_power_from_status_or_limits_and_none_when_unknown():
     live = parse_livedata_inverter(MODERN, SERIAL)
     assert max_power_w(live, LimitStatus(48, 400, "Ok")) == 400
     assert max_power_w(live, LimitStatus(48, 0, "Ok")) == 400       # 192 W × 100 / 48 %
+    assert limit_fields(live, LimitStatus(48, 400, "Ok"), 400) == (48, 192)
+    assert limit_fields(live, LimitStatus(0, 400, "Ok"), 400) == (None, None)   # 0 after a DTU boot: unknown
     live.limit_absolute_w = -1
     assert max_power_w(live, LimitStatus(48, 0, "Ok")) is None
     live.limit_relative_pct = 0

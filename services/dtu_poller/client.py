@@ -216,9 +216,12 @@ def _summary_fields(item: Any, where: str) -> dict:
 
 
 def parse_livedata_summary(doc: Any) -> list[InverterSummary]:
-    """The plain call: every inverter, in the DTU's order."""
+    """The plain call: every inverter, in the DTU's order (its `order` field, as the web UI shows them; the
+    array position where `order` is missing, before v23.5.31)."""
     out = [InverterSummary(**_summary_fields(item, f"inverters[{i}]"))
            for i, item in enumerate(_inverter_list(doc))]
+    positions = {id(inv): i for i, inv in enumerate(out)}
+    out.sort(key=lambda inv: (inv.order if inv.order is not None else 1 << 30, positions[id(inv)]))
     seen = set()
     for inv in out:
         if inv.serial in seen:
@@ -393,6 +396,14 @@ class OpenDtuClient:
 
     def power_status(self) -> dict[str, str]:
         return parse_power_status(self.get_json("/api/power/status"))
+
+    def model(self, serial: str) -> Optional[str]:
+        """hw_model_name from /api/devinfo/status; None until the DTU has read the device info."""
+        doc = self.get_json("/api/devinfo/status", {"inv": serial})
+        if not isinstance(doc, dict) or doc.get("valid_data") is not True:
+            return None
+        name = doc.get("hw_model_name")
+        return name[:32] if isinstance(name, str) and name else None
 
     def firmware(self) -> Optional[str]:
         doc = self.get_json("/api/system/status")

@@ -30,11 +30,12 @@ def max_power_w(live: InverterSummary, status: Optional[LimitStatus]) -> Optiona
 
 
 def limit_fields(live: InverterSummary, status: Optional[LimitStatus], max_w: Optional[float]):
-    """(limit_pct, limit_w). limit_relative is 0 after a DTU boot until known: None unless the rating is known."""
+    """(limit_pct, limit_w). limit_relative is 0 after a DTU boot until the first ack or read-back (minutes, even
+    when the rating is already known), so 0 is reported as unknown (None); the writer's acks say what was sent."""
     rel = live.limit_relative_pct
     if status is not None and status.limit_relative_pct is not None:
         rel = status.limit_relative_pct
-    if rel is None or rel < 0 or rel > 100 or (rel == 0 and max_w is None):
+    if rel is None or rel <= 0 or rel > 100:
         return None, None
     if max_w is None:
         return float(rel), None
@@ -55,7 +56,7 @@ def _sum(values):
 
 
 def inverter_body(live: InverterLive, index: int, sample_t_mono: float, status: Optional[LimitStatus],
-                  measurements: bool = True) -> dict:
+                  measurements: bool = True, model: Optional[str] = None) -> dict:
     max_w = max_power_w(live, status)
     limit_pct, limit_w = limit_fields(live, status, max_w)
     dc = live.dc_inputs if measurements else []
@@ -79,6 +80,8 @@ def inverter_body(live: InverterLive, index: int, sample_t_mono: float, status: 
         "limit_w": limit_w,
         "max_power_w": max_w,
     }
+    if model:
+        body["model"] = model
     return body
 
 
@@ -112,6 +115,7 @@ class Reader:
     firmware: Optional[str] = None
     unreachable: list = field(default_factory=list)
     data_ages: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)          # serial -> hw_model_name (filled by the poll loop)
 
     def is_fresh(self, serial: str, sample_t: float, data_age_s: float, resolution_s: float) -> bool:
         track = self.tracks.get(serial)
@@ -151,14 +155,15 @@ class Reader:
                 if fresh and live.has_channels and not looks_unpolled(live, max_power_w(live, status)):
                     if track.last_sample_t is not None:
                         sample_t = max(sample_t, track.last_sample_t + 0.001)
-                    out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status)))
+                    out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status,
+                                                              model=self.models.get(serial))))
                     track.last_sample_t = sample_t
                     track.reachable = True
             elif track.reachable is not False:
                 # Say once that it is gone: no measurements, the old sample time (never a new sample).
                 old_t = track.last_sample_t if track.last_sample_t is not None else sample_t
                 out.append((m.DTU_INVERTER, inverter_body(live, index, round(old_t, 3), status,
-                                                          measurements=False)))
+                                                          measurements=False, model=self.models.get(serial))))
                 track.reachable = False
                 log.info("inverter %s not reachable (data_age %.0f s)", serial, live.data_age_s)
             track.last_data_age_s = live.data_age_s

@@ -22,6 +22,7 @@ log = logging.getLogger("dtu_poller")
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 300.0
 FIRMWARE_RETRY_S = 300.0
+MODEL_RETRY_S = 30.0
 
 
 class LockedPublisher:
@@ -56,6 +57,7 @@ class PollLoop:
         self.clock = clock
         self.stop_event = threading.Event()
         self._firmware_tried_t: Optional[float] = None
+        self._model_tried_t: dict = {}
 
     def poll_once(self) -> PollResult:
         summary = self.client.livedata_summary()
@@ -79,6 +81,20 @@ class PollLoop:
         except DtuError as exc:
             log.info("OpenDTU firmware unknown (%s: %s)", exc.kind, exc)
 
+    def _models(self, serials, now: float) -> None:
+        """hw_model_name once per inverter (known after its first stats poll); at most one try per minute."""
+        for serial in serials:
+            if serial in self.reader.models or now - self._model_tried_t.get(serial, -1e9) < MODEL_RETRY_S:
+                continue
+            self._model_tried_t[serial] = now
+            try:
+                model = self.client.model(serial)
+            except DtuError as exc:
+                log.debug("devinfo %s: %s", serial, exc)
+                continue
+            if model:
+                self.reader.models[serial] = model
+
     def step(self) -> float:
         """One poll; returns the delay until the next one."""
         started = self.clock.monotonic()
@@ -89,6 +105,7 @@ class PollLoop:
                 self.publish(topic, body)
             return backoff_s(self.poll_interval_s, self.reader.error_count, exc)
         self._firmware(started)
+        self._models([s for s, st in poll.limits.items() if st.max_power_w], started)   # devinfo read by the DTU
         limits = {}
         for serial, (live, _t, _r) in poll.lives.items():
             status = poll.limits.get(serial)
