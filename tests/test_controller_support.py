@@ -22,14 +22,15 @@ def meter_status(role, ok):
 
 def inverter(serial, t, limit_pct=10.0, ac_power_w=None, max_power_w=400.0, index=0, reachable=True,
              producing=True, ac_voltage_v=230.0, temperature_c=30.0, dc_current_a=1.0):
-    if ac_power_w is None:
+    if ac_power_w is None and max_power_w is not None:
         ac_power_w = limit_pct * max_power_w / 100.0 if producing else 0.0
     return (m.DTU_INVERTER, {
         "serial": serial, "name": f"HM {serial}", "index": index, "model": "HM-400", "reachable": reachable,
         "producing": producing, "data_age_s": 0.5, "sample_t_mono": t, "ac_power_w": ac_power_w,
         "ac_voltage_v": ac_voltage_v, "dc_voltage_v": 52.0, "dc_current_a": dc_current_a, "dc_power_w": 50.0,
         "temperature_c": temperature_c, "yield_total_kwh": 12.5, "limit_pct": limit_pct,
-        "limit_w": limit_pct * max_power_w / 100.0, "max_power_w": max_power_w})
+        "limit_w": limit_pct * max_power_w / 100.0 if max_power_w is not None else None,
+        "max_power_w": max_power_w})
 
 
 def dtu_status(serials, ok=True, can_control=True):

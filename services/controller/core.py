@@ -118,7 +118,8 @@ def _num(value) -> Optional[float]:
 def _inverter(state: State, serial: str, p: Params) -> Inverter:
     inv = state.inverters.get(serial)
     if inv is None:
-        inv = Inverter(serial=serial, cmd_pct=p.min_percent, cmd_reason="new inverter: minimum until controlled")
+        inv = Inverter(serial=serial, cmd_pct=p.min_percent, cmd_reason="new inverter: minimum until controlled",
+                       max_power_w=state.known_max_w.get(serial))
         state.inverters[serial] = inv
         state.order.append(serial)
         state.setpoint_dirty = True
@@ -181,6 +182,7 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
         if inv.max_power_w != max_w:
             state.setpoint_dirty = True
         inv.max_power_w = max_w
+        state.known_max_w[serial] = max_w
     reported = _num(body.get("limit_pct"))
     inv.reported_pct = reported
     if reported is not None:
@@ -252,7 +254,9 @@ def _on_ack(state: State, body: dict, now: float, p: Params) -> None:
                 state.reasons.append(f"{serial}: limit {inv.pending_pct:g} % {outcome}: still "
                                      f"{inv.applied_pct if inv.applied_pct is not None else '?'} %")
                 inv.pending_pct = inv.pending_t = None
-                if inv.applied_pct is not None and inv.cmd_pct != inv.applied_pct:
+                # a failed raise falls back to the limit in force; a failed reduction stays wanted (the writer
+                # retries it): the commanded limit never goes up because a command failed
+                if inv.applied_pct is not None and inv.cmd_pct is not None and inv.applied_pct < inv.cmd_pct:
                     inv.cmd_pct = inv.applied_pct
                     inv.cmd_reason = f"last command {outcome}"
                     state.setpoint_dirty = True
@@ -404,7 +408,7 @@ def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
                 if _command(state, inv, safe, now, f"minimum: {why}"):
                     state.reasons.append(f"{serial}: minimum {safe:g} % ({why})")
     invs = [state.inverters[s] for s in state.order]
-    max_ws = [inv.max_w() for inv in invs]
+    max_ws = [inv.max_w() or p.unknown_max_w for inv in invs]
     total = 0.0
     for inv, m in zip(invs, max_ws):
         if inv.cmd_pct is not None:

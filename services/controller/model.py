@@ -106,6 +106,7 @@ class State:
     season: Season
     inverters: dict = field(default_factory=dict)     # serial -> Inverter
     order: list = field(default_factory=list)         # preference order (seed rotation)
+    known_max_w: dict = field(default_factory=dict)   # serial -> max power, kept when it leaves the inventory
     start_t: Optional[float] = None
     # meters
     grid_w: Optional[float] = None

@@ -43,6 +43,7 @@ class Params:
     # balcony system
     balcony_configured: bool | None = None     # None: auto (used once a balcony message was seen)
     balcony_fallback_w: int = 500
+    unknown_max_w: float = 2000.0              # an inverter of unknown size counts this much against the cap
     sun_threshold_w: float = 20.0
     # sustained export
     negative_grid_w: int = 150
