@@ -357,3 +357,16 @@ def test_read_back_limit_that_differs_from_the_ack_is_sent_again():
     w2.on_limit_status({SERIAL: LimitStatus(30, 400, "Ok")}, 0.5)
     w2.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=61, now=61)
     assert w2.next_command(61).limit_pct == 30                   # periodic refresh
+
+
+def test_limits_only_to_listed_and_reachable_inverters():
+    w = machine()
+    w.on_inventory([SERIAL, "b"], {SERIAL}, {}, None)                 # b listed but not reachable
+    out = w.on_setpoint(setpoint((SERIAL, 30), ("b", 30), ("c0ffee", 30)), seq=1, msg_t=0, now=0)
+    refused = {a["serial"]: a for a in acks(out)}
+    assert refused["c0ffee"]["outcome"] == "rejected" and refused["b"]["outcome"] == "error"
+    assert "not reachable" in refused["b"]["detail"]
+    assert w.next_command(0).serial == SERIAL
+    assert w.next_command(0) is None                                # b held, c0ffee never sent
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)          # b is back: its limit goes out
+    assert (w.next_command(1).serial, w.slots["b"].desired_pct) == ("b", 30)

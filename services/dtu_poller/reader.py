@@ -124,7 +124,8 @@ class Reader:
         if track.last_data_age_s is not None and data_age_s < track.last_data_age_s - resolution_s / 2:
             return True
         # Same sample seen again: sample_t jitters by the data_age resolution plus the answer latency.
-        return sample_t > track.last_sample_t + max(resolution_s, 0.25) + 0.5
+        # Whole seconds: truncation (< 1 s) + latency jitter; data_age_ms: latency jitter only.
+        return sample_t > track.last_sample_t + (1.5 if resolution_s >= 1.0 else 0.3)
 
     def on_poll(self, poll: PollResult) -> list:
         out = []

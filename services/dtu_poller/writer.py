@@ -96,7 +96,6 @@ class WriterMachine:
     last_reboot_t: Optional[float] = None
     last_status_poll_t: Optional[float] = None
     refusals: dict = field(default_factory=dict)
-    read_only_logged: bool = False
 
     def slot(self, serial: str) -> _Slot:
         return self.slots.setdefault(serial, _Slot())
@@ -121,6 +120,12 @@ class WriterMachine:
             slot.desired_reason = item.get("reason")
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
+            elif self.known_serials and serial not in self.known_serials:
+                out += self._refuse(serial, "limit", "rejected", now, seq, slot.desired_pct,
+                                    detail="unknown inverter: not listed by the DTU")
+            elif self.known_serials and serial not in self.reachable:
+                out += self._refuse(serial, "limit", "error", now, seq, slot.desired_pct,
+                                    detail="inverter not reachable: limit held until it is")
         for serial in body.get("restart", []) or []:
             serial = serial.lower()
             slot = self.slot(serial)
@@ -216,8 +221,8 @@ class WriterMachine:
                 cmd = Command("restart", serial, setpoint_seq=slot.restart_seq)
                 slot.in_flight = _InFlight(cmd, None)
                 return cmd
-            if slot.desired_pct is None:
-                continue
+            if slot.desired_pct is None or serial not in self.reachable:
+                continue                  # only to inverters the DTU lists and reaches (held until then)
             if slot.acked_pct is not None and not slot.failed \
                     and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT \
                     and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
@@ -330,9 +335,6 @@ class WriterMachine:
 
     def _refuse(self, serial, command: str, outcome: str, now: float, seq, limit_pct=None,
                 detail: Optional[str] = None) -> list:
-        if outcome == "read_only" and not self.read_only_logged:
-            self.read_only_logged = True
-            log.warning("no OpenDTU password configured: read-only, setpoints are not applied")
         key = (serial, command, outcome)
         last = self.refusals.get(key)
         if last is not None and now - last < REFUSAL_REPEAT_S:
