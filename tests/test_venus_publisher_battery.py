@@ -83,7 +83,9 @@ def test_single_battery_followed_by_signals_then_lost_and_replaced(private_dbus,
     times = [t for t, _ in battery_feed.bodies[start:]]
     assert max(b - a for a, b in zip(times, times[1:])) < 2.5
     calls = [line for line in monitor.output().splitlines() if f"destination={B1}" in line]
-    assert len(calls) == 1 and "member=GetItems" in calls[0], calls
+    assert len(calls) == 2, calls          # one GetValue of /DeviceInstance, one GetItems: no polling
+    assert "path=/DeviceInstance; interface=com.victronenergy.BusItem; member=GetValue" in calls[0]
+    assert "path=/; interface=com.victronenergy.BusItem; member=GetItems" in calls[1]
 
     # the battery disappears: present False, values None, alarm
     procs.stop(bat.proc, signal.SIGKILL)
@@ -110,13 +112,17 @@ def test_several_batteries_system_choice_and_switch(private_dbus, procs, rundir,
     body = battery_feed.wait(lambda b: b.get("detail") and "2 batteries" in b["detail"], "ambiguity reported")
     assert not body["present"] and body["service"] is None and "battery_service" in body["detail"]
     wait_for(lambda: value(ACLOAD, "/Alarms/Battery") == ("i", 2), 20, what="alarm while ambiguous")
-    # Venus's system service names the active battery: it wins
-    system = HelperService(procs, rundir, {"name": SYSTEM, "paths": [["/ActiveBatteryService", B2]]})
+    # Venus's system service names the active battery ("class/DeviceInstance", as systemcalc does): it wins
+    system = HelperService(procs, rundir, {"name": SYSTEM,
+                                           "paths": [["/ActiveBatteryService", "com.victronenergy.battery/513"]]})
     body = battery_feed.wait(lambda b: b["present"] and b["service"] == B2, "system's choice")
     assert body["soc_pct"] == 22.0
     # the system switches to the other battery
-    system.send({"op": "set", "values": {"/ActiveBatteryService": B1}})
+    system.send({"op": "set", "values": {"/ActiveBatteryService": "com.victronenergy.battery/512"}})
     body = battery_feed.wait(lambda b: b["present"] and b["service"] == B1 and b["soc_pct"] == 11.0, "switch")
+    # systemcalc's /Dc/Battery/BatteryService (a D-Bus name) is taken first when it exists
+    system.send({"op": "add", "path": "/Dc/Battery/BatteryService", "value": B2})
+    battery_feed.wait(lambda b: b["present"] and b["service"] == B2 and b["soc_pct"] == 22.0, "BatteryService")
     # the system service goes away: back to ambiguity
     procs.stop(system.proc)
     battery_feed.wait(lambda b: not b["present"] and "2 batteries" in (b.get("detail") or ""), "ambiguous again")

@@ -378,5 +378,11 @@ class VenusPublisher:
 
 
 def main(cfg, log_: logging.Logger) -> int:
+    import dbus
     app = VenusPublisher(cfg)
-    return app.run()
+    try:
+        return app.run()
+    except dbus.exceptions.DBusException as exc:
+        log.error("D-Bus: %s (system bus %s)", exc.get_dbus_message() or exc,
+                  os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/var/run/dbus/system_bus_socket"))
+        return 1

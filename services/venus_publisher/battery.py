@@ -1,7 +1,10 @@
 """Battery monitoring on D-Bus: find the battery, follow it by signals, publish `venus.battery`.
 
 Choice (`choose_battery`, pure):
-1. `com.victronenergy.system` `/ActiveBatteryService` when the system service exists and names a service;
+1. the battery `com.victronenergy.system` has selected, when the system service exists: its
+   `/Dc/Battery/BatteryService` (a D-Bus name, e.g. com.victronenergy.battery.ttyO1), else its
+   `/ActiveBatteryService` ("<class>/<DeviceInstance>", e.g. com.victronenergy.battery/512, resolved through the
+   /DeviceInstance of the battery services; a plain D-Bus name is taken as it is);
 2. otherwise the single `com.victronenergy.battery.*`;
 3. several batteries: `[venus] battery_service` when it is one of them, else none, with the ambiguity in `detail`.
 
@@ -33,22 +36,47 @@ FIELDS = {            # D-Bus path -> venus.battery field
 }
 
 
-def choose_battery(system_present: bool, active: Any, batteries: list[str],
-                   configured: str = "") -> tuple[Optional[str], Optional[str]]:
-    """(service name or None, detail or None)."""
-    if system_present and isinstance(active, str) and active.startswith("com.victronenergy.") and "/" not in active:
-        return active, None
-    batteries = sorted(batteries)
-    if len(batteries) == 1:
-        return batteries[0], None
-    if not batteries:
+def _bus_name(value: Any) -> Optional[str]:
+    if isinstance(value, str) and value.startswith("com.victronenergy.") and "/" not in value:
+        return value
+    return None
+
+
+def resolve_active(active: Any, instances: dict[str, Optional[int]]) -> Optional[str]:
+    """systemcalc's /ActiveBatteryService ("com.victronenergy.battery/512") -> a service name we know, or None."""
+    name = _bus_name(active)
+    if name is not None:
+        return name
+    if not isinstance(active, str) or active.count("/") != 1:
+        return None
+    prefix, _, instance = active.partition("/")
+    try:
+        wanted = int(instance)
+    except ValueError:
+        return None
+    found = [n for n, i in instances.items() if i == wanted and n.startswith(prefix + ".")]
+    return found[0] if len(found) == 1 else None
+
+
+def choose_battery(system_present: bool, active: Any, batteries: dict[str, Optional[int]] | list[str],
+                   configured: str = "", system_service: Any = None) -> tuple[Optional[str], Optional[str]]:
+    """(service name or None, detail or None). `batteries`: battery service names (-> /DeviceInstance if known)."""
+    instances = dict(batteries) if isinstance(batteries, dict) else {b: None for b in batteries}
+    if system_present:
+        chosen = _bus_name(system_service) or resolve_active(active, instances)
+        if chosen is not None:
+            return chosen, None
+    names = sorted(instances)
+    if len(names) == 1:
+        return names[0], None
+    if not names:
         return None, "no battery service on D-Bus"
-    if configured and configured in batteries:
+    if configured and configured in names:
         return configured, None
-    listed = ", ".join(batteries)
+    listed = ", ".join(names)
     if configured:
         return None, f"[venus] battery_service = {configured} is not on D-Bus; batteries: {listed}"
-    return None, f"{len(batteries)} batteries ({listed}) and no system service: set [venus] battery_service"
+    return None, f"{len(names)} batteries ({listed}) and no system service: set [venus] battery_service"
 
 
 class BatteryMonitor:
@@ -62,15 +90,17 @@ class BatteryMonitor:
         self._on_update = on_update
         self._mono = monotonic
         self.system_present = False
-        self.active: Any = None
-        self.batteries: set[str] = set()
+        self.active: Any = None             # system /ActiveBatteryService
+        self.system_service: Any = None     # system /Dc/Battery/BatteryService
+        self.batteries: dict[str, Optional[int]] = {}      # battery service -> its /DeviceInstance
         self.chosen: Optional[str] = None
         self.detail: Optional[str] = None
         self.values: dict[str, Any] = {}
         self.ready = False
         self.last_update_t: Optional[float] = None
         self._remote: Optional[RemoteService] = None
-        self._active_item: Optional[RemoteItem] = None
+        self._system_items: list[RemoteItem] = []
+        self._instance_items: dict[str, RemoteItem] = {}
         self._watch = None
 
     def start(self) -> None:
@@ -79,8 +109,8 @@ class BatteryMonitor:
             if name == SYSTEM:
                 self._system_appeared()
             elif name.startswith(BATTERY_PREFIX):
-                self.batteries.add(name)
-        self._rechoose(force=False)
+                self._battery_appeared(name)
+        self._rechoose()
 
     def close(self) -> None:
         if self._watch is not None:
@@ -89,59 +119,77 @@ class BatteryMonitor:
         if self._remote is not None:
             self._remote.close()
             self._remote = None
-        if self._active_item is not None:
-            self._active_item.close()
-            self._active_item = None
+        self._system_gone()
+        for item in self._instance_items.values():
+            item.close()
+        self._instance_items.clear()
 
     # ------------------------------------------------------------ events
     def _on_owner(self, name: str, old: str, new: str) -> None:
         replaced = bool(old) and bool(new)
         if name == SYSTEM:
-            if new and not old:
-                self._system_appeared()
-            elif old and not new:
-                self.system_present = False
-                self.active = None
-                if self._active_item is not None:
-                    self._active_item.close()
-                    self._active_item = None
-                log.info("battery: %s disappeared", SYSTEM)
-            elif replaced:
-                self._system_appeared()
-        elif name.startswith(BATTERY_PREFIX):
+            self._system_gone()
             if new:
-                self.batteries.add(name)
-            else:
-                self.batteries.discard(name)
+                self._system_appeared()
             log.info("battery: %s %s", name, "replaced" if replaced else ("appeared" if new else "disappeared"))
+        elif name.startswith(BATTERY_PREFIX):
+            item = self._instance_items.pop(name, None)
+            if item is not None:
+                item.close()
+            self.batteries.pop(name, None)
+            if new:
+                self._battery_appeared(name)
+            log.info("battery: %s %s", name, "replaced" if replaced else ("appeared" if new else "disappeared"))
+        elif name != self.chosen:      # the system may have chosen e.g. a vebus service
+            return
         if name == self.chosen:        # appeared again, replaced or gone: start over with a fresh GetItems
-            self._follow(name if new else None, reason="owner changed")
-        self._rechoose(force=False)
+            self._follow(name if new else None)
+        self._rechoose()
+
+    def _battery_appeared(self, name: str) -> None:
+        self.batteries[name] = None
+
+        def on_instance(value, name=name):
+            if name in self.batteries:
+                self.batteries[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+                self._rechoose()
+
+        self._instance_items[name] = RemoteItem(self.bus, name, "/DeviceInstance", on_instance)
 
     def _system_appeared(self) -> None:
         self.system_present = True
-        if self._active_item is not None:
-            self._active_item.close()
-        self._active_item = RemoteItem(self.bus, SYSTEM, "/ActiveBatteryService", self._on_active)
 
-    def _on_active(self, value: Any) -> None:
-        if value != self.active:
-            log.info("battery: %s /ActiveBatteryService = %r", SYSTEM, value)
-        self.active = value
-        self._rechoose(force=False)
+        def setter(attr):
+            def on_value(value):
+                if value != getattr(self, attr):
+                    log.info("battery: %s %s = %r", SYSTEM, attr, value)
+                setattr(self, attr, value)
+                self._rechoose()
+            return on_value
 
-    def _rechoose(self, force: bool) -> None:
-        chosen, detail = choose_battery(self.system_present, self.active, list(self.batteries), self.configured)
+        self._system_items = [RemoteItem(self.bus, SYSTEM, "/ActiveBatteryService", setter("active")),
+                              RemoteItem(self.bus, SYSTEM, "/Dc/Battery/BatteryService", setter("system_service"))]
+
+    def _system_gone(self) -> None:
+        self.system_present = False
+        self.active = self.system_service = None
+        for item in self._system_items:
+            item.close()
+        self._system_items = []
+
+    def _rechoose(self) -> None:
+        chosen, detail = choose_battery(self.system_present, self.active, self.batteries, self.configured,
+                                        self.system_service)
         if detail != self.detail and detail:
             log.warning("battery: %s", detail)
         self.detail = detail
-        if chosen != self.chosen or force:
+        if chosen != self.chosen:
             log.info("battery: following %s (was %s)", chosen, self.chosen)
             self.chosen = chosen
-            self._follow(chosen, reason="chosen")
+            self._follow(chosen)
         self._on_update()
 
-    def _follow(self, name: Optional[str], reason: str) -> None:
+    def _follow(self, name: Optional[str]) -> None:
         if self._remote is not None:
             self._remote.close()
             self._remote = None
