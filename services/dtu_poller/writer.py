@@ -29,6 +29,8 @@ RETRY_AFTER_FAILURE_S = 5.0
 RETRY_AFTER_AUTH_S = 30.0
 REFUSAL_REPEAT_S = 30.0       # a repeated refusal (rate_limited, read_only) is published at most this often
 ALARM_REPEAT_S = 5.0
+MAX_SLOTS = 64                # inverters the writer keeps state for (hostile setpoints cannot grow it)
+MAX_REFUSAL_KEYS = 1000
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class _Slot:
     restart_wanted: bool = False
     restart_seq: Optional[int] = None
     last_restart_t: Optional[float] = None
+    fail_count: int = 0          # limit failures in a row (for log throttling)
+
+
+def _worth_logging(count: int) -> bool:
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 @dataclass
@@ -114,20 +121,25 @@ class WriterMachine:
                                       "detail": "setpoints received again"}))
         for item in body.get("limits", []):
             serial = item["serial"].lower()
+            if not self._accept_serial(serial):
+                out += self._refuse(serial[:16], "limit", "rejected", now, seq, self.clamp(item["limit_pct"]),
+                                    detail="unknown inverter: not listed by the DTU")
+                continue
             slot = self.slot(serial)
             slot.desired_pct = self.clamp(item["limit_pct"])
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
-            elif self.known_serials and serial not in self.known_serials:
-                out += self._refuse(serial, "limit", "rejected", now, seq, slot.desired_pct,
-                                    detail="unknown inverter: not listed by the DTU")
             elif self.known_serials and serial not in self.reachable:
                 out += self._refuse(serial, "limit", "error", now, seq, slot.desired_pct,
                                     detail="inverter not reachable: limit held until it is")
         for serial in body.get("restart", []) or []:
             serial = serial.lower()
+            if not self._accept_serial(serial):
+                out += self._refuse(serial[:16], "restart", "rejected", now, seq,
+                                    detail="unknown inverter: not listed by the DTU")
+                continue
             slot = self.slot(serial)
             if not self.params.can_control:
                 out += self._refuse(serial, "restart", "read_only", now, seq)
@@ -148,6 +160,12 @@ class WriterMachine:
             else:
                 self.reboot_wanted, self.reboot_seq = True, seq
         return out
+
+    def _accept_serial(self, serial: str) -> bool:
+        """Listed by the DTU (once it has listed anything); a bounded number of slots either way."""
+        if self.known_serials:
+            return serial in self.known_serials
+        return serial in self.slots or len(self.slots) < MAX_SLOTS
 
     def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float]) -> None:
         """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t.
@@ -250,8 +268,10 @@ class WriterMachine:
             slot.failed = True
             slot.retry_at = now + (RETRY_AFTER_AUTH_S if isinstance(error, DtuAuthError) else RETRY_AFTER_FAILURE_S)
             if cmd.kind == "limit":
-                log.warning("inverter %s: limit %.1f %% not applied (%s: %s)", cmd.serial, cmd.limit_pct,
-                            error.kind, error)
+                slot.fail_count += 1
+                if _worth_logging(slot.fail_count):
+                    log.warning("inverter %s: limit %.1f %% not applied (%s: %s; %d in a row)", cmd.serial,
+                                cmd.limit_pct, error.kind, error, slot.fail_count)
             else:
                 log.warning("inverter %s: %s not sent (%s: %s)", cmd.serial, cmd.kind, error.kind, error)
             return [self._ack(cmd.serial, cmd, _outcome_of(error), sent_t, now, detail=f"{error.kind}: {error}")]
@@ -310,10 +330,17 @@ class WriterMachine:
         if cmd.kind == "limit":
             if outcome == "ok":
                 slot.acked_pct, slot.acked_t, slot.failed = cmd.limit_pct, now, False
+                if slot.fail_count:
+                    log.info("inverter %s: limit %.1f %% applied after %d failure(s)", serial, cmd.limit_pct,
+                             slot.fail_count)
+                slot.fail_count = 0
             else:
                 slot.failed = True
                 slot.retry_at = now + RETRY_AFTER_FAILURE_S
-                log.warning("inverter %s: limit %.1f %% NOT applied (%s)", serial, cmd.limit_pct, outcome)
+                slot.fail_count += 1
+                if _worth_logging(slot.fail_count):
+                    log.warning("inverter %s: limit %.1f %% NOT applied (%s; %d in a row)", serial,
+                                cmd.limit_pct, outcome, slot.fail_count)
         elif cmd.kind == "restart":
             slot.acked_pct = None           # it boots at its persistent limit: send ours again
             log.info("inverter %s: restart %s", serial, outcome)
@@ -336,6 +363,8 @@ class WriterMachine:
     def _refuse(self, serial, command: str, outcome: str, now: float, seq, limit_pct=None,
                 detail: Optional[str] = None) -> list:
         key = (serial, command, outcome)
+        if len(self.refusals) > MAX_REFUSAL_KEYS:
+            self.refusals.clear()
         last = self.refusals.get(key)
         if last is not None and now - last < REFUSAL_REPEAT_S:
             return []
