@@ -592,20 +592,23 @@ class Gen1Meter(Meter):
 class Gen2Meter(Meter):
     """Gen2+ RPC over HTTP GET, Digest auth. component 'em1' (channel `channel`) or 'em' (three phases).
 
-    Energy counters (EM1Data/EMData) are read at most every `energy_interval_s`, after the power reading, and
-    only the sample that read them carries them; a failed energy read leaves them out and keeps the power.
+    Energy counters (EM1Data/EMData) cost a second request, so they are read at most every `energy_interval_s`,
+    after the power reading. Samples carry the last counters read (cumulative Wh: a few seconds of age do not
+    matter for them) while they are younger than 3 intervals; a failed counter read never holds up the power.
     """
     gen = 2
 
     def __init__(self, host: str, credentials: Credentials, timeout_s: float, model: str, component: str,
-                 channel: int = 0, energy_interval_s: float = 10.0, clock=SYSTEM_CLOCK):
+                 channel: int = 0, energy_interval_s: float = 5.0, clock=SYSTEM_CLOCK):
         super().__init__(host, credentials, timeout_s, model, clock, auth_mode="digest")
         if component not in ("em", "em1"):
             raise ValueError(f"component {component!r}")
         self.component = component
         self.channel = channel if component == "em1" else 0
         self.energy_interval_s = energy_interval_s
-        self._energy_read_t: Optional[float] = None
+        self._energy_tried_t: Optional[float] = None
+        self._energy: Any = None
+        self._energy_t: Optional[float] = None
         self.energy_error: Optional[str] = None
 
     def read(self) -> MeterReading:
@@ -613,16 +616,16 @@ class Gen2Meter(Meter):
         status, t_mono = self.http.get(f"/rpc/{method}.GetStatus", {"id": self.channel})
         parser = parse_em1 if self.component == "em1" else parse_em
         parser(self.host, status)      # validate before spending a request on the counters
-        data = None
         now = self.clock.monotonic()
-        if self._energy_read_t is None or now - self._energy_read_t >= self.energy_interval_s:
-            self._energy_read_t = now
+        if self._energy_tried_t is None or now - self._energy_tried_t >= self.energy_interval_s:
+            self._energy_tried_t = now
             try:
-                data, _ = self.http.get(f"/rpc/{method}Data.GetStatus", {"id": self.channel})
+                self._energy, self._energy_t = self.http.get(f"/rpc/{method}Data.GetStatus", {"id": self.channel})
                 self.energy_error = None
             except ShellyError as exc:
                 self.energy_error = str(exc)
-        return self._reading(parser(self.host, status, data), t_mono)
+        fresh = self._energy_t is not None and now - self._energy_t < 3 * self.energy_interval_s
+        return self._reading(parser(self.host, status, self._energy if fresh else None), t_mono)
 
 
 def gen2_component_from_status(host: str, body: Any, channel: int) -> str:
@@ -745,7 +748,7 @@ class RelayClient:
         try:
             answer, _ = self.http.get(self.url)
         except ShellyError as exc:
-            return RelayResult(False, None, None, exc.kind, exc.message)
+            return RelayResult(False, None, None, exc.kind, str(exc))
         result = parse_relay_answer(answer, want_on)
         if not result.ok or result.on is not None:
             return result
@@ -759,7 +762,7 @@ class RelayClient:
                 return RelayResult(False, None, None, "no_timer",
                                    "Switch.Set without toggle_after: the life signal would not expire")
             return RelayResult(True, None, None, None,
-                               f"Switch.Set accepted; state not verified ({exc.kind}: {exc.message})")
+                               f"Switch.Set accepted; state not verified ({exc.kind}: {exc})")
         return parse_switch_status(status, want_on)
 
 

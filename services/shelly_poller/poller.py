@@ -174,7 +174,7 @@ class MeterPoller:
                 self._set_status(device=self.meter.model)
             reading = self.meter.read()
         except ShellyError as exc:
-            return self._on_error(exc.kind, exc.message, exc)
+            return self._on_error(exc.kind, str(exc), exc)
         finally:
             with self._lock:
                 self._request_started_t = None
