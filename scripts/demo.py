@@ -97,7 +97,8 @@ def main(argv=None) -> int:
                 break
             for proc in (stack.sim, stack.supervisord):
                 if proc.poll() is not None:
-                    print(f"\ndemo: {proc.name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    print(f"\ndemo: {proc.name} exited with code {proc.returncode}; stopping. Its last lines:\n"
+                          + stack.tail(proc.name), file=sys.stderr)
                     stopping = True
             msg = sub.recv(timeout_s=0.1)
             if msg is not None:
@@ -108,6 +109,9 @@ def main(argv=None) -> int:
         sub.close()
     except TimeoutError as exc:
         print(f"demo: {exc}; see the logs in {DEMO_DIR}/ and {ROOT}/log/", file=sys.stderr)
+        for proc in stack.procs.procs:
+            if proc.poll() is not None:
+                print(f"demo: {proc.name} exited with code {proc.returncode}:\n{stack.tail(proc.name)}", file=sys.stderr)
         return 1
     finally:
         print("\ndemo: stopping every process by PID")

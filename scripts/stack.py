@@ -171,6 +171,13 @@ class Stack:
         self.procs.stop_all()
         self.dbus.stop()
 
+    def tail(self, name: str, lines: int = 8) -> str:
+        try:
+            with open(os.path.join(self.folder, f"{name}.log"), errors="replace") as handle:
+                return "\n".join(handle.read().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
     # --- simulators
     def sim_state(self) -> dict:
         return requests.get(self.control_url + "/state", timeout=5).json()
