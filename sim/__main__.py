@@ -139,6 +139,11 @@ class SimApp:
         return f"sim: scenario={self.args.scenario} " + " ".join(parts)
 
     def set_fault(self, device, kind, serial) -> None:
+        if device == "battery":                 # works with or without the D-Bus service
+            if kind not in (None, "absent") or serial is not None:
+                raise ValueError(f"unknown battery fault {kind!r} (known: absent)")
+            self.plant.set_battery(present=kind is None)
+            return
         if device not in self.devices:
             raise ValueError(f"unknown device {device!r} (running: {', '.join(self.devices)})")
         if kind is not None and not isinstance(kind, str):
@@ -155,6 +160,7 @@ class SimApp:
                                            "reachable": r.reachable, "data_age_s": round(self.dtu.dtu.data_age_s(r), 2),
                                            "faults": sorted(r.faults)} for r in self.dtu.dtu.radios}
         state["faults"] = {name: getattr(dev, "fault", None) for name, dev in self.devices.items()}
+        state["faults"]["battery"] = None if self.plant.battery.present else "absent"
         state["faults"]["opendtu_stale"] = self.dtu.dtu.global_stale
         state["ports"] = {name: dev.port for name, dev in self.devices.items() if name != "battery"}
         state["ports"]["control"] = self.control.port
