@@ -165,6 +165,17 @@ def bus(rundir):
     bus.close()
 
 
+def assert_no_sample_twice(bus, serials):
+    """Per inverter, sample times strictly increase and the DTU's sample (values + age) never repeats."""
+    for serial in serials:
+        samples = [b for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serial and b["reachable"]]
+        times = [b["sample_t_mono"] for b in samples]
+        assert len(samples) >= 1
+        assert times == sorted(times) and len(set(times)) == len(times)
+        for a, b in zip(samples, samples[1:]):
+            assert b["sample_t_mono"] - a["sample_t_mono"] > 0.2
+
+
 def start_service(procs, rundir, sim, **opendtu):
     keys = {"host": sim.url, "password": PASSWORD, "poll_interval": 0.5, "timeout": 1.0,
             "setpoint_timeout_s": 3, "limit_ack_timeout_s": 4, **opendtu}
@@ -183,10 +194,7 @@ def test_process_publishes_fresh_samples_applies_limits_and_reports_acks(procs, 
         assert body["index"] == serials.index(body["serial"])
     bus.wait(lambda: {b.get("model") for b in bus.bodies(m.DTU_INVERTER)} >= {inv.spec.model for inv in plant.inverters},
              15, "models from devinfo")
-    # never the same sample twice
-    for serial in serials:
-        times = [b["sample_t_mono"] for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serial and b["reachable"]]
-        assert times == sorted(times) and len(set(times)) == len(times)
+    assert_no_sample_twice(bus, serials)
 
     # ack flow: both inverters to 40 %
     bus.setpoint = {"limits": [{"serial": s, "limit_pct": 40} for s in serials]}
@@ -306,6 +314,8 @@ def test_without_password_read_only(procs, rundir, plant, bus):
         bus.wait(lambda: any(b["ok"] and not b["can_control"] for b in bus.bodies(m.DTU_STATUS)), 15, "status")
         bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_INVERTER) if b["ac_voltage_v"]} == set(serials),
                  15, "legacy-format samples")
+        bus.wait(lambda: len(bus.bodies(m.DTU_INVERTER)) >= 6, 15, "more samples")
+        assert_no_sample_twice(bus, serials)
         assert not sim.limit_log
         assert proc.output().count("read-only") >= 1
     finally:
