@@ -120,20 +120,21 @@ def lively_load(seed: int = 1, duration_s: int = 3600, base_w: float = 150.0) ->
     _fridge(values, rng, 0, duration_s)
     t = 20
     while t < duration_s - 60:
-        kind = rng.choice(("kettle", "hob", "microwave", "step", "step", "washer_heat", "oven"))
+        kind = rng.choice(("kettle", "hob", "hob", "microwave", "step", "step", "step", "washer_heat", "oven"))
         if kind == "kettle":
             _kettle(values, rng, t)
         elif kind == "hob":
-            _hob(values, rng, t, rng.randint(120, 300))
+            _add_pulsed(values, t, rng.randint(90, 240), rng.uniform(500.0, 900.0), rng.randint(20, 40),
+                        rng.uniform(0.3, 0.6))
         elif kind == "oven":
             _add_pulsed(values, t, rng.randint(120, 240), rng.uniform(600.0, 900.0), rng.randint(20, 40), 0.5)
         elif kind == "microwave":
-            _add(values, t, rng.randint(60, 180), 1350.0)
+            _add(values, t, rng.randint(60, 150), 1000.0)
         elif kind == "washer_heat":
             _add(values, t, rng.randint(120, 300), rng.uniform(400.0, 700.0))
         else:
             _add(values, t, rng.randint(60, 240), rng.uniform(100.0, 450.0))
-        t += rng.randint(60, 150)
+        t += rng.randint(150, 300)
     _noise(values, rng, 3.0)
     return values
 

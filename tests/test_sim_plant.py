@@ -156,6 +156,9 @@ def test_load_override_and_traces(tmp_path):
     assert len(day) == 86400 and day == loadgen.day_load(seed=5) and day != loadgen.day_load(seed=6)
     assert max(day) > 1800 and min(day) >= 0
     assert 3000 < sum(day) / 3600 < 12000                 # Wh per day
+    hob_edges = sum(1 for i in range(12 * 3600, 13 * 3600) if day[i + 1] - day[i] > 500)
+    assert hob_edges >= 10, "a pulsed hob at lunch (20-40 s period)"
+    assert sum(1 for i in range(0, 5 * 3600) if day[i + 1] - day[i] > 500) == 0, "quiet night"
     path = str(tmp_path / "t.csv")
     loadgen.write_csv(path, [100.0, 200.0, 300.0], [0.0, 50.0, 60.0])
     load, balcony = loadgen.read_csv(path)
