@@ -113,6 +113,9 @@ def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
         "type": Key(_str, "auto", choices=("auto", "gen1", "gen2"), doc="auto: detect with GET /shelly"),
         "timeout": Key(_float, 2.0, min=0.1, max=30, doc="s, per HTTP request"),
         "poll_interval": Key(_float, poll_interval, min=0.2, max=3600, doc="s"),
+        "channel": Key(_int, 0, min=0, max=2,
+                       doc="channel with this CT on EM, Pro EM, EM Gen3 (monophase Pro 3EM: 0..2); 3EM/Pro 3EM: "
+                           "ignored, the phases are summed"),
     }
 
 
