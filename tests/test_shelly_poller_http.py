@@ -220,3 +220,11 @@ def test_relay_answers_are_verified(plant, shelly, model, gen):
     result = RelayClient(on_url, 0.5, Credentials("admin", PASSWORD)).switch(True)
     assert (result.ok, result.error_kind) == (False, "timeout") and time.monotonic() - started < 5
     sim.set_fault(None)
+
+
+@pytest.mark.parametrize("model", ["shem", "pro_em"])
+def test_the_configured_channel_is_read(plant, shelly, model):
+    plant.set_load_override(3000.0)
+    sim = shelly(model, "grid")
+    assert connect_meter(host_of(sim), Credentials(), channel=0).read().power_w > 1000
+    assert connect_meter(host_of(sim), Credentials(), channel=1).read().power_w == 0.0   # nothing on CT 2

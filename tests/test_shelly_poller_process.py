@@ -65,6 +65,18 @@ class Tap:
         self.sub.close()
 
 
+def relay_command(controller, tap, on, timeout_s=15.0):
+    """Publish ctrl.relay until its relay.state comes back (the first ones may precede the SUB's connection)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seq = controller.publish(m.CTRL_RELAY, {"on": on, "reason": "test"})
+        try:
+            return tap.wait(m.RELAY_STATE, lambda b: b["command_seq"] == seq, timeout_s=3.0).body
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_service_polls_meters_carries_out_relay_commands_and_isolates_a_hanging_meter(
         rundir, procs, plant, sims):
     grid = sims("pro_3em", "grid", PASSWORD)
@@ -95,18 +107,7 @@ def test_service_polls_meters_carries_out_relay_commands_and_isolates_a_hanging_
         assert relay_requests == 0
 
         # the controller says on: one request, verified, reported with the command's seq
-        def command_until_answered(on, timeout_s=15.0):
-            """Publish ctrl.relay until its relay.state comes back (the first ones may precede the connection)."""
-            deadline = time.monotonic() + timeout_s
-            while True:
-                seq = controller.publish(m.CTRL_RELAY, {"on": on, "reason": "test"})
-                try:
-                    return tap.wait(m.RELAY_STATE, lambda b: b["command_seq"] == seq, timeout_s=3.0).body
-                except AssertionError:
-                    if time.monotonic() > deadline:
-                        raise
-
-        state = command_until_answered(True)
+        state = relay_command(controller, tap, True)
         assert state["ok"] and state["on"] is True and 0 < state["timer_remaining_s"] <= 2
         assert plant.relay_on
         # the controller falls silent: no request, the timer runs out, the relay opens
@@ -121,7 +122,7 @@ def test_service_polls_meters_carries_out_relay_commands_and_isolates_a_hanging_
         tap.wait(m.METER_STATUS, lambda b: b["role"] == "balcony" and b["error_kind"] == "timeout", since=since)
         mark = SYSTEM_CLOCK.monotonic()
         wait_for(lambda: len(tap.find(m.METER_GRID, since=mark)) >= 4, 10.0, what="grid samples during the hang")
-        state = command_until_answered(False)
+        state = relay_command(controller, tap, False)
         assert state["ok"] and state["on"] is False and not plant.relay_on
         balcony.set_fault(None)
         tap.wait(m.METER_STATUS, lambda b: b["role"] == "balcony" and b["ok"], since=SYSTEM_CLOCK.monotonic())
@@ -156,4 +157,26 @@ def test_wrong_password_is_reported_with_the_device_and_without_the_password(run
         wait_for(lambda: "auth" in proc.output(), 10.0, what="the auth error in the log")
         assert PASSWORD not in proc.output()
     finally:
+        tap.close()
+
+
+def test_relay_on_the_meter_host_uses_the_meter_credentials(rundir, procs, sims):
+    grid = sims("pro_em", "grid", PASSWORD)           # its switch:0 is the relay; digest with the grid password
+    base = f"{grid.url}/rpc/Switch.Set?id=0"
+    path = write_config(rundir, base_sections(
+        rundir, grid_meter={"host": f"127.0.0.1:{grid.port}", "password": PASSWORD},
+        relay={"keepalive_url": f"{base}&on=true&toggle_after=900", "switchoff_url": f"{base}&on=false"}))
+    tap = Tap(rundir)
+    controller = Publisher("controller", rundir)
+    proc = procs.python("shelly_poller", "services.shelly_poller", "--config", path)
+    try:
+        tap.wait(m.METER_GRID, timeout_s=20)
+
+        state = relay_command(controller, tap, True)
+        assert state["ok"] and state["on"] is True and state["timer_remaining_s"] == 900, state
+        state = relay_command(controller, tap, False)
+        assert state["ok"] and state["on"] is False, state
+        assert "credentials of the grid meter" in proc.output()
+    finally:
+        controller.close()
         tap.close()
