@@ -320,3 +320,28 @@ def test_without_password_read_only(procs, rundir, plant, bus):
         assert proc.output().count("read-only") >= 1
     finally:
         sim.stop()
+
+
+def test_inverter_disappearing_and_appearing(procs, rundir, sim, plant, bus):
+    serials = serials_of(plant)
+    start_service(procs, rundir, sim, setpoint_timeout_s=30)
+    bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_INVERTER)} == set(serials), 15, "samples of both")
+    with plant.lock:                       # the user deletes the first inverter in the DTU
+        radio = sim.dtu.radios.pop(0)
+        del sim.dtu.by_serial[radio.inv.serial]
+    mark = bus.mark()
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_STATUS, mark) if b["serials"] == serials[1:]], 10, "one left")
+    bus.setpoint = {"limits": [{"serial": s, "limit_pct": 35} for s in serials]}
+    bus.wait(lambda: {(b["serial"], b["outcome"]) for b in bus.bodies(m.DTU_ACK, mark)}
+             >= {(serials[0], "rejected"), (serials[1], "ok")}, 15, "ok for the remaining, rejected for the gone")
+    mark2 = bus.mark()
+    bus.wait(lambda: len(bus.bodies(m.DTU_INVERTER, mark2)) >= 2, 10, "samples of the remaining one")
+    assert {(b["serial"], b["index"]) for b in bus.bodies(m.DTU_INVERTER, mark2)} == {(serials[1], 0)}
+    assert not [e for e in sim.limit_log if e["serial"] == serials[0]]
+    with plant.lock:                       # and adds it again
+        sim.dtu.radios.insert(0, radio)
+        sim.dtu.by_serial[radio.inv.serial] = radio
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_INVERTER, mark2) if b["serial"] == serials[0] and b["index"] == 0],
+             15, "the returning inverter's samples at index 0")
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark2) if b["serial"] == serials[0] and b["outcome"] == "ok"],
+             15, "its limit applied")
