@@ -14,7 +14,7 @@ budget min(max_feed_in - balcony, sum of maxima, 0.967 x V x DCL).
   inverters set one after the other, each waiting for its ack; min 5 %. Its target -75 W / tolerance 25 W /
   MAX_POINT 0 W are shifted to the common tau: target tau, tolerance 25 W, MAX_POINT tau + 75 W.
 * `oracle_delay`: knows the true present net load (no meter delay, no noise, no DTU stats) and commands
-  clip(N(t) - tau, P_min.., P_max) every tick through the same writer, ack latency, dead time and ramps (§5 (3),
+  clip(N(t) - tau, P_min.., P_max) every tick (when it moved >= 5 W) through the same writer, ack latency, dead time and ramps (§5 (3),
   margin b = 0).
 * `oracle`: clairvoyant, computed outside the loop (bench/oracle.py).
 """
@@ -301,6 +301,7 @@ class HzePolicy(_Base):
 
 class OracleDelayPolicy(_Base):
     name = "oracle_delay"
+    DEADBAND_W = 5.0                 # keeps the one-command-in-flight channel free (cost unchanged, 1/3 the commands)
 
     def reset(self, loop) -> None:
         super().reset(loop)
@@ -313,7 +314,7 @@ class OracleDelayPolicy(_Base):
         need = self.loop.net_load_w(t) - self.tau_w
         p_max = self.loop.p_max_now_w(t)
         total = 0.0 if need < self.p_min_w else min(need, p_max)
-        if self.last_total is not None and abs(total - self.last_total) < 0.5:
+        if self.last_total is not None and abs(total - self.last_total) < self.DEADBAND_W:
             return []
         self.last_total = total
         return self.publish(allocate_w(total, list(zip(self.max_ws, self.min_ws))), "oracle_delay")
