@@ -15,6 +15,7 @@ limits never acked), `stale` (not polled at all: data_age grows, `reachable` sta
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Optional
@@ -212,8 +213,11 @@ class DtuModel:
             if cmd is not None:
                 if cmd.ack_at_s is not None and now >= cmd.ack_at_s and self._link_ok(radio) \
                         and "limit_failure" not in radio.faults:
-                    pct, persistent, _raw, _type, entry = cmd.value
-                    radio.inv.apply_limit(pct, now, persistent=persistent)
+                    pct, persistent, _raw, limit_type, entry = cmd.value
+                    applied = pct
+                    if radio.inv.spec.hms and limit_type in (1, 3, 257):
+                        applied = math.floor(pct + 1e-9)      # HMS: relative limits in whole % (OnBattery#1081)
+                    radio.inv.apply_limit(applied, now, persistent=persistent)
                     radio.limit_reported_pct = pct
                     radio.limit_known = True
                     radio.rx_success += 1

@@ -371,3 +371,18 @@ def test_reboot_refuses_then_boots_with_unknown_limits(plant):
         assert get(sim, "/api/system/status").json()["uptime"] < 2
     finally:
         sim.stop()
+
+
+def test_hms_applies_relative_limits_in_whole_percent():
+    from sim.loadgen import Trace
+    from sim.plant import MODELS, Battery, Inverter
+    plant = Plant([Inverter("1144a0001234", MODELS["HMS-800"])], Trace([500.0]), Battery())
+    sim = start(plant)
+    try:
+        advance(plant, 2)
+        assert post_limit(sim, {"serial": "1144a0001234", "limit_type": 1, "limit_value": 6.5}).json()["code"] == 1001
+        advance(plant, 4.5)
+        assert get(sim, "/api/limit/status").json()["1144a0001234"]["limit_relative"] == 6.5, "DTU shows the command"
+        assert plant.inverters[0].limit_pct == 6.0, "the inverter applies 6 %"
+    finally:
+        sim.stop()
