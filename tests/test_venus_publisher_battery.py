@@ -130,3 +130,24 @@ def test_several_batteries_system_choice_and_switch(private_dbus, procs, rundir,
     # a configured name resolves the ambiguity
     start_publisher(procs, rundir, label="venus_publisher_configured", venus={"battery_service": B2})
     battery_feed.wait(lambda b: b["present"] and b["service"] == B2 and b["soc_pct"] == 22.0, "configured battery")
+
+
+def test_choose_battery_rules():
+    from services.venus_publisher.battery import choose_battery
+    both = {B1: 512, B2: 513}
+    assert choose_battery(False, None, {B1: 512}) == (B1, None)
+    assert choose_battery(False, None, {}) == (None, "no battery service on D-Bus")
+    name, detail = choose_battery(False, None, both)
+    assert name is None and "2 batteries" in detail and "battery_service" in detail
+    assert choose_battery(False, None, both, configured=B2) == (B2, None)
+    name, detail = choose_battery(False, None, both, configured="com.victronenergy.battery.nope")
+    assert name is None and "not on D-Bus" in detail
+    # the system's choice wins over the rules above, in systemcalc's two formats
+    assert choose_battery(True, "com.victronenergy.battery/513", both) == (B2, None)
+    assert choose_battery(True, "com.victronenergy.battery/513", both, system_service=B1) == (B1, None)
+    assert choose_battery(True, "com.victronenergy.vebus.ttyS3", both) == ("com.victronenergy.vebus.ttyS3", None)
+    # a system without a choice (or one we cannot resolve) falls back to the rules
+    assert choose_battery(True, None, {B1: 512}) == (B1, None)
+    assert choose_battery(True, "com.victronenergy.battery/999", {B1: 512}) == (B1, None)
+    assert choose_battery(True, "garbage/x", both)[0] is None
+    assert choose_battery(True, 5, {B1: None}) == (B1, None)
