@@ -228,3 +228,37 @@ def test_the_configured_channel_is_read(plant, shelly, model):
     sim = shelly(model, "grid")
     assert connect_meter(host_of(sim), Credentials(), channel=0).read().power_w > 1000
     assert connect_meter(host_of(sim), Credentials(), channel=1).read().power_w == 0.0   # nothing on CT 2
+
+
+def test_relay_worker_dedupes_supersedes_and_refuses_old_commands(plant, shelly):
+    import threading
+    import types
+
+    from common.bus import Message
+    from services.shelly_poller.poller import RelayWorker
+
+    sim = shelly("shsw1", "relay")
+    section = types.SimpleNamespace(keepalive_url=f"{sim.url}/relay/0?turn=on&timer=60",
+                                    switchoff_url=f"{sim.url}/relay/0?turn=off", timeout=2.0)
+    sent = []
+    worker = RelayWorker(section, {"grid": None, "balcony": None}, lambda t, b: sent.append(m.check_body(t, b)),
+                         threading.Event(), rundir="/nonexistent")
+    now = SYSTEM_CLOCK.monotonic()
+
+    def cmd(seq, on, age_s=0.0):
+        return Message(m.CTRL_RELAY, "controller", seq, now - age_s, 0.0, {"on": on, "reason": "t"})
+
+    worker.handle([cmd(1, True)])
+    assert sent[-1]["ok"] and sent[-1]["command_seq"] == 1 and plant.relay_on
+    served = sim.requests_served
+    worker.handle([cmd(1, True)])                            # the same envelope again: nothing happens
+    assert len(sent) == 1 and sim.requests_served == served
+    worker.handle([cmd(2, True), cmd(3, False)])             # only the newest is carried out
+    assert [(b["command_seq"], b["ok"], b.get("error_kind")) for b in sent[1:]] == [(2, False, "superseded"),
+                                                                                    (3, True, None)]
+    assert not plant.relay_on and sim.requests_served == served + 1
+    worker.handle([cmd(4, True, age_s=120)])                 # a stale decision is not carried out
+    assert (sent[-1]["command_seq"], sent[-1]["ok"], sent[-1]["error_kind"]) == (4, False, "expired")
+    assert not plant.relay_on and sim.requests_served == served + 1
+    worker.handle([Message(m.CTRL_RELAY, "controller", 1, now + 1, 0.0, {"on": True, "reason": "restarted"})])
+    assert sent[-1]["command_seq"] == 1 and sent[-1]["ok"] and plant.relay_on   # a restarted controller counts

@@ -23,6 +23,7 @@ GRID_MAX_RETRY_S = 5.0             # the grid meter is the control input: never 
 BALCONY_MAX_RETRY_S = 30.0
 REDETECT_AFTER_ERRORS = 10         # answers that make no sense this often: detect the device again
 MAX_COMMAND_AGE_S = 30.0           # an older ctrl.relay is not carried out
+REPEAT_NOTE_S = 2.0                # an unchanged reading younger than this is normal (devices refresh about 1/s)
 
 
 # ---------------------------------------------------------------- outbox
@@ -185,7 +186,9 @@ class MeterPoller:
         if verdict == "new":
             self.emit(self.topic, reading.to_body())
         self._errors_since_detect = 0
-        detail = None if verdict == "new" else f"reading unchanged for {unchanged_s:.1f} s, not published again"
+        detail = None
+        if verdict == "repeat" and unchanged_s >= REPEAT_NOTE_S:
+            detail = f"reading unchanged for {unchanged_s:.1f} s, not published again"
         energy_error = getattr(self.meter, "energy_error", None)
         if energy_error and verdict == "new":
             detail = f"energy counters unavailable: {energy_error}"
