@@ -494,9 +494,34 @@ def test_project_export_reduces_at_once_without_waiting_for_inverter_data():
     d = _project(("A", "B"), limit=50.0)               # 200 W each
     t = d.now
     d.step([grid(-300, t + 0.1)], dt=0.1)              # a load went off: export
-    # output 400 - 300 - 25 = 75 W total -> 9.4 % -> 9 % each (72 W; 3 W left is less than a quantum)
-    assert d.limits() == {"A": 9.0, "B": 9.0}
+    # output 400 - 300 - 25 = 75 W total: too little for 10 % each, so B sits at 1 % (4 W) and A gets the
+    # remaining 71 W -> 17 %
+    assert d.limits() == {"A": 17.0, "B": 1.0}
     assert any("fast reduce" in r for r in d.last(m.CTRL_STATUS)["reasons"])
+
+
+@pytest.mark.parametrize("total_w, max_ws, active_min, expected", [
+    (355, [400, 400], 10, [44, 44]),
+    (75, [400, 400], 10, [17, 1]),          # one inverter carries a small load
+    (75, [400, 400], 0, [9, 9]),            # plain equal split
+    (130, [600, 600], 10, [11, 10]),        # leftover quanta to the first
+    (50, [600, 600, 600], 10, [6, 1, 1]),
+    (5000, [400, 400], 10, [80, 80]),       # max_percent
+    (0, [400, 400], 10, [1, 1]),            # never below min_percent
+])
+def test_spread(total_w, max_ws, active_min, expected):
+    assert distribution.spread(total_w, max_ws, 1.0, 1.0, 80.0, active_min) == expected
+
+
+@pytest.mark.parametrize("pcts, max_ws, cap_w, expected", [
+    ([50, 50], [400, 400], 400, [50, 50]),
+    ([50, 50], [400, 400], 300, [50, 25]),  # the last in preference order is cut first
+    ([50, 50], [400, 400], 100, [25, 0]),
+    ([1, 1], [400, 400], 0, [0, 0]),         # below the minimum when the cap demands it
+    ([33, 33], [300, 300], 150, [33, 17]),   # floor: 99 + 51 = 150
+])
+def test_cap_cuts(pcts, max_ws, cap_w, expected):
+    assert distribution.cap_cuts(pcts, max_ws, cap_w, 1.0) == expected
 
 
 def test_project_respects_the_total_cap_in_one_step():

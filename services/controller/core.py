@@ -558,6 +558,9 @@ def step(state: State, events, now: float, params: Params):
                                             p.negative_grid_loops, fig.stale)
         state.dtu_samples_in_window = 0
         state.seed.loop_index = 0
+        if p.law == "project" and len(state.order) > 1:
+            # equal wear: at low power the first inverters carry the load (active_min_pct)
+            state.order.append(state.order.pop(0))
         state.relay_wanted = on
         state.reasons.append("life signal: " + why)
         out.append(("ctrl.relay", {"on": on, "reason": why}))

@@ -30,13 +30,24 @@ def floor_to(value: float, quantum: float) -> float:
 
 
 def spread(total_w: float, max_ws: Sequence[float], quantum_pct: float, min_pct: float,
-           max_pct: float) -> list[float]:
-    """The same percentage for every inverter (equal share of its size, equal wear), floored to the quantum,
-    then single quanta to the first inverters (preference order) while the sum stays <= total_w.
+           max_pct: float, active_min_pct: float = 0.0) -> list[float]:
+    """The same percentage for the active inverters (equal share of their size, equal wear), floored to the
+    quantum, then single quanta to the first inverters (preference order) while the sum stays <= total_w.
+    Only as many inverters (the first ones) are active as can each get at least active_min_pct (at least one);
+    the others sit at min_pct (a low limit is inaccurate and inefficient, and may give 0 W).
     Every result lies in [min_pct, max_pct]; the sum exceeds total_w only when total_w < sum of the minimums."""
     n = len(max_ws)
     if n == 0:
         return []
+    if active_min_pct > 0 and n > 1:
+        active = n
+        while active > 1 and total_w - sum(min_pct * m / 100.0 for m in max_ws[active:]) \
+                < sum(active_min_pct * m / 100.0 for m in max_ws[:active]):
+            active -= 1
+        if active < n:
+            rest = [min_pct] * (n - active)
+            rest_w = sum(min_pct * m / 100.0 for m in max_ws[active:])
+            return spread(total_w - rest_w, max_ws[:active], quantum_pct, min_pct, max_pct) + rest
     sum_max = sum(max_ws)
     share = min(max(total_w * 100.0 / sum_max, min_pct), max_pct)
     pct = floor_to(share, quantum_pct)

@@ -19,6 +19,7 @@ class Params:
     max_percent: float = 80.0
     steps_percent: float = 2.0                 # seed law quantisation (truncation)
     quantum_pct: float = 1.0                   # project law quantisation (floor)
+    active_min_pct: float = 10.0               # project law: spread over only as many inverters as get this much
     # seed consumption filter
     consume_filter_factor: int = 3
     feed_in_filter_factor: int = 0
@@ -54,8 +55,8 @@ class Params:
     # project law tuning (bench/control_quality tunes these)
     raise_gain: float = 1.0
     reduce_gain: float = 1.0
-    raise_deadband_w: float = 10.0
-    reduce_deadband_w: float = 10.0
+    raise_deadband_w: float = 20.0
+    reduce_deadband_w: float = 20.0
     fast_reduce_below_w: float = 0.0
     fast_reduce_settle_s: float = 2.0
     meter_guard_s: float = 0.0

@@ -83,7 +83,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(wanted_w - fixed_w, 0.0), cap_w)
     max_ws = [inv.max_w() for inv in controllable]
-    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent)
+    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
     pcts = distribution.cap_cuts(pcts, max_ws, cap_w, p.quantum_pct)
     kind = "fast reduce" if fast else ("raise" if error_w > 0 else "reduce")
     changes = []
