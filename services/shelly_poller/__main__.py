@@ -1,5 +1,20 @@
 """shelly_poller: the only process that talks to the Shelly devices.
 
+Meters ([grid_meter], optional [balcony_meter]): `type = auto` detects the device with `GET /shelly` (no password);
+Gen1 EM/3EM are read with `GET /status` and HTTP Basic auth, Gen2+ Pro EM / EM Gen3 (`EM1`, channel `channel`)
+and Pro 3EM (`EM`, three phases summed) with `GET /rpc/...` and Digest SHA-256 (user `admin`). Each fresh sample
+goes out at once on meter.grid / meter.balcony: `power_w` signed as the device measures it (grid: positive =
+import), per-phase values and kWh counters, `sample_t_mono` = when the HTTP answer arrived. A reading identical
+to the previous one is not published again; identical for max(5 s, 2.5 poll intervals) = status `stale`.
+meter.status goes out after each poll and at least every 5 s. Errors are retried at the poll interval for the
+grid meter (at most 5 s apart), with a doubling back-off up to 30 s for the balcony meter.
+
+Relay ([relay], optional): one GET of keepalive_url / switchoff_url per `ctrl.relay` command, never on its own,
+so the relay's flip-back timer opens it when the controller stops. The answer is verified (Gen1 `ison` and a
+running timer; Gen2 `Switch.Set` accepted, then `Switch.GetStatus`) and reported on relay.state. Credentials:
+those of the grid or balcony meter whose host:port equals the URL's (scheme per the device's 401 challenge);
+a relay on another host is called without credentials. Never put credentials into the URLs.
+
 Threads: `meter-grid`, `meter-balcony` (if configured) and `relay` (if [relay] is configured) do the HTTP work;
 the main thread owns the ZeroMQ publisher and publishes what they hand over, and repeats each meter's status
 at least every 5 s. If a worker thread dies (a bug), the process exits 1 so that supervisord restarts it.
