@@ -262,3 +262,14 @@ def test_relay_worker_dedupes_supersedes_and_refuses_old_commands(plant, shelly)
     assert not plant.relay_on and sim.requests_served == served + 1
     worker.handle([Message(m.CTRL_RELAY, "controller", 1, now + 1, 0.0, {"on": True, "reason": "restarted"})])
     assert sent[-1]["command_seq"] == 1 and sent[-1]["ok"] and plant.relay_on   # a restarted controller counts
+
+
+def test_gen2_digest_survives_nonce_expiry(plant):
+    sim = ShellySimulator(plant, "pro_3em", "grid", password=PASSWORD, nonce_lifetime_s=1.0).start()
+    try:
+        meter = connect_meter(host_of(sim), Credentials("admin", PASSWORD), timeout_s=2.0)
+        tracker = FreshnessTracker(60.0)
+        for _ in range(3):                      # each fresh reading is > 1 s apart: a new nonce every time
+            assert read_fresh(meter, tracker).power_w is not None
+    finally:
+        sim.stop()
