@@ -552,6 +552,25 @@ def test_project_failed_command_is_retried_from_the_limit_in_force():
     assert d.inv("A").cmd_pct == wanted
 
 
+def test_ack_of_a_clamped_limit_resolves_the_command():
+    d = _project(("ABC1",), limit=10.0)
+    d.step([setting("z", "max_feed_in", 0), grid(300, d.now)], dt=0.1)
+    assert d.inv("ABC1").cmd_pct == 0.0 and d.inv("ABC1").pending_pct == 0.0   # cap 0 W: below the minimum
+    d.step([ack("abc1", 1.0)], dt=0.5)          # the writer clamps to min_percent and may lower-case serials
+    assert d.inv("ABC1").pending_pct is None and d.inv("ABC1").applied_pct == 1.0
+
+
+def test_a_change_the_writer_does_not_send_is_resolved_by_the_read_back():
+    d = _project(("A",), limit=10.0)
+    t = d.now
+    d.step([grid(300, t + 0.1)], dt=0.1)
+    wanted = d.inv("A").cmd_pct
+    d.step([inverter("A", t + 0.05, 10.0)], dt=0.1)        # older than the command: still in flight
+    assert d.inv("A").pending_pct == wanted
+    d.step([inverter("A", t + 0.3, wanted - 0.4)], dt=0.2)   # HMS whole percent / writer threshold
+    assert d.inv("A").pending_pct is None
+
+
 def test_stale_grid_goes_to_safe_minimum_and_recovers():
     d = _project(("A",), limit=10.0)
     t = d.now

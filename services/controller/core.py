@@ -30,6 +30,8 @@ PERSIST_FORMAT = 1
 MAX_REASONS = 40
 MAX_ANSWERS = 16
 ACK_OK = "ok"
+PCT_SAME = 0.05          # limits closer than this are the same command
+READBACK_SAME_PCT = 0.55   # the writer skips changes < 0.5 %; HMS apply whole percent
 
 
 # ------------------------------------------------------------------ state creation and persistence
@@ -187,7 +189,7 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
     inv.reported_pct = reported
     if reported is not None:
         if inv.pending_pct is not None:
-            if abs(reported - inv.pending_pct) < 0.05 and t > inv.pending_t:
+            if abs(reported - max(inv.pending_pct, p.min_percent)) < READBACK_SAME_PCT and t > inv.pending_t:
                 # in force without an ack (e.g. the writer found it already set)
                 inv.applied_pct, inv.ack_t = inv.pending_pct, inv.pending_t
                 inv.pending_pct = inv.pending_t = None
@@ -227,10 +229,15 @@ def _on_ack(state: State, body: dict, now: float, p: Params) -> None:
     command, outcome, serial = body.get("command"), body.get("outcome"), body.get("serial")
     if command == "limit":
         inv = state.inverters.get(serial) if isinstance(serial, str) else None
+        if inv is None and isinstance(serial, str):       # the writer may normalise the case of serials
+            inv = next((i for s, i in state.inverters.items() if s.lower() == serial.lower()), None)
         if inv is None:
             return
+        serial = inv.serial
         sent = _num(body.get("limit_pct"))
-        matches = inv.pending_pct is not None and (sent is None or abs(sent - inv.pending_pct) < 0.05)
+        # the writer clamps to min_percent and rounds to 0.1 %
+        matches = inv.pending_pct is not None and (
+            sent is None or abs(sent - round(max(inv.pending_pct, p.min_percent), 1)) < PCT_SAME)
         if outcome == ACK_OK:
             value = sent if sent is not None else inv.pending_pct
             latency, sent_t = _num(body.get("latency_s")), _num(body.get("sent_t_mono"))
@@ -384,7 +391,7 @@ def _command(state: State, inv: Inverter, pct: float, now: float, reason: str) -
         return False
     inv.cmd_pct = pct
     inv.cmd_reason = reason
-    if inv.applied_pct is None or abs(pct - inv.applied_pct) >= 0.05:
+    if inv.applied_pct is None or abs(pct - inv.applied_pct) >= PCT_SAME:
         inv.pending_pct, inv.pending_t = pct, now
     else:
         inv.pending_pct = inv.pending_t = None

@@ -26,6 +26,7 @@ class ControllerService:
         self.sub = Subscriber(cfg.bus.rundir, topics=INPUT_TOPICS)
         self.last_relay = None
         self.last_answers = []
+        self.last_error = None
         log.info("controller: %s law, MaxFeedIn %d W, ZeroPoint %d W, SocFloatingMax %d %%, state file %s",
                  self.params.law, self.state.settings.max_feed_in, self.state.settings.zero_point,
                  self.state.season.sfm, self.store.path)
@@ -36,7 +37,16 @@ class ControllerService:
             self.saved_version = version
 
     def handle(self, events) -> None:
-        self.state, outputs = core.step(self.state, events, self.clock.monotonic(), self.params)
+        try:
+            self.state, outputs = core.step(self.state, events, self.clock.monotonic(), self.params)
+        except Exception as exc:  # a bug: keep the process (and its state) alive; the writer's watchdog
+            # sends the inverters to their minimum if no setpoint follows
+            kind = f"{type(exc).__name__}: {exc}"
+            if kind != self.last_error:
+                self.log.critical("controller: step failed (%s)", kind, exc_info=True)
+                self.last_error = kind
+            return
+        self.last_error = None
         for topic, body in outputs:
             try:
                 self.pub.publish(topic, body)
