@@ -617,3 +617,18 @@ def test_step_is_fast():
     per_call_us = (time.perf_counter() - start) / n * 1e6
     print(f"core.step: {per_call_us:.1f} us per call")
     assert per_call_us < 200      # target < 50 us; generous for a shared machine
+
+
+def test_params_from_config():
+    from common.config import parse_config
+    text = ("[opendtu]\nhost = h\ninverter_restart_min_interval_s = 900\n[grid_meter]\nhost = g\n"
+            "[balcony_meter]\nhost = b\n[relay]\nkeepalive_url = http://r/on\nswitchoff_url = http://r/off\n"
+            "interval = 60\n[control]\nlaw = seed\nzero_point = 40\nmin_percent = 2\nseed_loop_interval = 4\n"
+            "raise_gain = 0.7\n[venus]\n[bus]\n")
+    p = Params.from_config(parse_config(text))
+    assert (p.law, p.zero_point, p.min_percent, p.seed_loop_interval_s, p.raise_gain) == ("seed", 40, 2.0, 4.0, 0.7)
+    assert (p.relay_interval_s, p.balcony_configured, p.restart_min_interval_s) == (60.0, True, 900.0)
+    p = Params.from_config(parse_config(text.replace("[balcony_meter]\nhost = b\n", "")))
+    assert p.balcony_configured is False and p.max_feed_in == 700
+    with pytest.raises(ValueError):
+        Params.defaults().with_(law="pid")
