@@ -632,3 +632,14 @@ def test_params_from_config():
     assert p.balcony_configured is False and p.max_feed_in == 700
     with pytest.raises(ValueError):
         Params.defaults().with_(law="pid")
+
+
+def test_first_soc_reading_is_no_peak_but_restored_tracking_continues():
+    d = Driver(relay_first_decision_s=1e6)
+    d.step([battery(soc_pct=80.0)])
+    d.step([battery(soc_pct=79.0)], dt=1.0)
+    assert d.state.season.sfm == 74 and d.state.season.increment == -1
+    saved = {"format": 1, "season": {"soc_floating_max": 74, "soc": 79, "increment": 1}}
+    d = Driver(persisted=saved, relay_first_decision_s=1e6)
+    d.step([battery(soc_pct=78.0)])            # rising to 79 before the restart, falling now: a peak of 79
+    assert d.state.season.sfm == 74 + int((79 - 74 + 1) / 2)

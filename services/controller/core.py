@@ -83,6 +83,7 @@ def initial_state(params: Params, persisted: Optional[dict] = None) -> State:
     if isinstance(soc, int) and not isinstance(soc, bool) and 0 <= soc <= 100 \
             and isinstance(inc, int) and not isinstance(inc, bool) and -100 <= inc <= 100:
         seas.soc, seas.increment = soc, inc
+        state.season_known = True
     elif "soc" in sea or "increment" in sea:
         notes.append("SOC tracking invalid")
     state.reasons.append("persisted state restored: " + (
@@ -283,6 +284,11 @@ def _on_battery(state: State, body: dict, now: float, p: Params) -> None:
     bat.temperature_c = _num(body.get("temperature_c"))
     if bat.present and bat.soc_pct is not None and 0 <= bat.soc_pct <= 100:
         before = (state.season.soc, state.season.increment, state.season.sfm)
+        if not state.season_known:
+            # first reading without saved tracking: start here (the seed started at 54 %, so its first
+            # reading looked like a rise and the next fall like a peak)
+            state.season.soc, state.season.increment = int(bat.soc_pct), 0
+            state.season_known = True
         note = season.track_soc(state.season, bat.soc_pct)
         if note:
             state.reasons.append(note)

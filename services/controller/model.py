@@ -107,6 +107,7 @@ class State:
     inverters: dict = field(default_factory=dict)     # serial -> Inverter
     order: list = field(default_factory=list)         # preference order (seed rotation)
     known_max_w: dict = field(default_factory=dict)   # serial -> max power, kept when it leaves the inventory
+    season_known: bool = False               # SOC tracking restored or seeded by a first reading
     start_t: Optional[float] = None
     # meters
     grid_w: Optional[float] = None
