@@ -180,3 +180,24 @@ def test_relay_on_the_meter_host_uses_the_meter_credentials(rundir, procs, sims)
     finally:
         controller.close()
         tap.close()
+
+
+def test_status_keeps_coming_while_a_request_hangs(rundir, procs, sims):
+    grid = sims("shem3", "grid")
+    path = write_config(rundir, base_sections(
+        rundir, grid_meter={"host": f"127.0.0.1:{grid.port}", "timeout": 20}))
+    tap = Tap(rundir)
+    proc = procs.python("shelly_poller", "services.shelly_poller", "--config", path)
+    try:
+        tap.wait(m.METER_GRID, timeout_s=20)
+        grid.set_fault("hang")
+        since = SYSTEM_CLOCK.monotonic()
+        status = tap.wait(m.METER_STATUS, lambda b: b["role"] == "grid" and not b["ok"], since=since,
+                          timeout_s=15).body
+        assert status["error_kind"] == "timeout" and "pending" in status["detail"]
+        assert SYSTEM_CLOCK.monotonic() - since < 12
+        grid.set_fault(None)
+        tap.wait(m.METER_GRID, since=SYSTEM_CLOCK.monotonic(), timeout_s=15)
+        assert proc.alive()
+    finally:
+        tap.close()

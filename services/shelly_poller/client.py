@@ -192,6 +192,8 @@ class ShellyHttp:
             raise ShellyTimeout(self.host, f"no answer within {self.timeout_s:g} s") from None
         except requests.ConnectionError as exc:
             self._reset_session()
+            if "timed out" in str(exc):       # requests reports a read timeout inside the body this way
+                raise ShellyTimeout(self.host, f"answer stalled for {self.timeout_s:g} s") from None
             raise ShellyConnectionError(self.host, f"cannot connect: {_short_reason(exc)}") from None
         except requests.RequestException as exc:
             self._reset_session()
