@@ -391,6 +391,9 @@ def test_status_alarms_are_distinct_per_condition():
     assert set(alarms) == set(m.ALARM_NAMES)
     assert alarms == {"grid_meter": 0, "balcony_meter": 2, "dtu": 0, "inverter": 0, "temperature": 2,
                       "battery": 0, "controller": 0}
+    d.step([meter_status("grid", False)], dt=1.0)
+    assert d.last(m.CTRL_STATUS)["alarms"]["grid_meter"] == 1     # one failed poll: a warning, not stale
+    assert "grid" not in d.last(m.CTRL_STATUS)["stale"]
     d.step([], dt=10.0)
     alarms = d.last(m.CTRL_STATUS)["alarms"]
     assert alarms["grid_meter"] == 2 and alarms["temperature"] == 2 and alarms["battery"] == 0

@@ -84,7 +84,7 @@ class Mirror:
                 self.max_feed_in = value
 
     def grid_fresh(self, now):
-        return self.grid_t is not None and now - self.grid_t <= GRID_STALE_S and self.grid_ok is not False
+        return self.grid_t is not None and now - self.grid_t <= GRID_STALE_S
 
     def battery_ok(self, now):
         b = self.battery

@@ -357,8 +357,9 @@ class Figures:
 
 def _figures(state: State, now: float, p: Params) -> Figures:
     s = state.settings
-    grid_fresh = (state.grid_t is not None and now - state.grid_t <= p.grid_stale_s
-                  and state.grid_meter_ok is not False)
+    # the sample's age decides (one failed poll of a 1 s meter must not drop every inverter to its minimum);
+    # meter.status only colours the alarm
+    grid_fresh = state.grid_t is not None and now - state.grid_t <= p.grid_stale_s
     bat = state.battery
     battery_ok = (bat.present and bat.recv_t is not None and now - bat.recv_t <= p.battery_stale_s
                   and bat.soc_pct is not None and bat.voltage_v is not None and bat.dcl_a is not None)
@@ -478,7 +479,7 @@ def _alarms(state: State, now: float, p: Params, fig: Figures) -> dict:
         if inv.failures and inverter < 1:
             inverter = 1
     dtu = 2 if "dtu" in fig.stale else (1 if state.dtu_can_control is False else 0)
-    return {"grid_meter": 2 if "grid" in fig.stale else 0,
+    return {"grid_meter": 2 if "grid" in fig.stale else (1 if state.grid_meter_ok is False else 0),
             "balcony_meter": 2 if "balcony" in fig.stale else 0,
             "dtu": dtu, "inverter": inverter, "temperature": temperature,
             "battery": 2 if "battery" in fig.stale else 0,

@@ -19,6 +19,11 @@ from services.controller.model import State
 from services.controller.params import Params
 
 
+def _say(state: State, line: str) -> None:
+    if not state.reasons or state.reasons[-1] != line:
+        state.reasons.append(line)
+
+
 def run(state: State, now: float, p: Params, fig, command) -> bool:
     """One evaluation; True when a decision (a step or a deliberate no-change) was taken on a new sample."""
     law = state.project
@@ -55,11 +60,10 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     law.used_grid_t = grid_t
     law.wait = "next meter sample"
     if -p.reduce_deadband_w <= error_w <= p.raise_deadband_w:
-        if state.reasons[-1:] != ["project: grid within deadband, no change"]:
-            state.reasons.append("project: grid within deadband, no change")
+        _say(state, "project: grid within deadband, no change")
         return True
     if not controllable:
-        state.reasons.append("project: no controllable inverter: " + ", ".join(
+        _say(state, "project: no controllable inverter: " + ", ".join(
             f"{inv.serial} {protection.ineligible_reason(inv, now, p)}" for inv in others) if others
             else "project: no inverter known yet")
         return True
