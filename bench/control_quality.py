@@ -7,7 +7,8 @@ control-notes §5 (definitions in bench/metrics.py).
 --trace CSV        `t_s,load_w[,balcony_w]` at 1 Hz (instead of a built-in scenario)
 --scenario NAME    fridge | kettle | hob | overload | balcony_clouds | day (default kettle)
 --plant JSON       plant description (default bench/plants/default.json; fields in bench/plantcfg.py)
---policy NAME ...  project seed dpl hze oracle oracle_delay (default: all)
+--policy NAME ...  project seed dpl hze oracle oracle_delay (default: these six); also project_predict, the
+                   proposed predictive law (bench/predictive.py, bench/PROPOSAL.md)
 --dead-time S      override every inverter's dead time
 --json             one JSON object per policy, one per line (JSON Lines), keys: policy, scenario, dead_time_s,
                    export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus
@@ -27,7 +28,7 @@ import numpy as np
 from bench import metrics, oracle
 from bench.loop import ClosedLoop, BenchBattery
 from bench.plantcfg import PlantConfig, PlantConfigError, load_plant
-from bench.policies import POLICIES, make_policy
+from bench.policies import EXTRA_POLICIES, POLICIES, make_policy
 from bench.scenarios import SCENARIOS, Trace, TraceError, builtin, read_csv
 
 SUMMARY_KEYS = ("export_wh", "import_wh", "avoidable_import_wh", "mae_vs_oracle_w", "peak_export_w",
@@ -148,8 +149,8 @@ def main(argv=None) -> int:
         from bench import sweep
         return sweep.main([] if args.plant is None else ["--plant", args.plant])
     for name in args.policy:
-        if name not in POLICIES:
-            print(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", file=sys.stderr)
+        if name not in POLICIES + EXTRA_POLICIES:
+            print(f"unknown policy {name!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})", file=sys.stderr)
             return 2
     try:
         plant = load_plant(args.plant)
