@@ -456,11 +456,17 @@ def test_a_changed_config_value_wins_over_the_saved_one():
 
 # ------------------------------------------------------------------ project law
 
-def _project(serials=("A", "B"), limit=10.0, **changes):
+def _project(serials=("A", "B"), limit=10.0, running=True, **changes):
+    """running: as if the controller had been commanding `limit` (acknowledged); else a fresh start."""
     d = Driver(balcony_configured=False, relay_first_decision_s=1e6, **changes)
     t = d.now
     d.step([dtu_status(serials), battery(voltage_v=52.0, dcl_a=20.0)]
            + [inverter(s, t - 0.5, limit_pct=limit, index=i) for i, s in enumerate(serials)])
+    if running:
+        for serial in serials:
+            inv = d.inv(serial)
+            inv.cmd_pct = inv.applied_pct = limit
+            inv.pending_pct = inv.pending_t = None
     return d
 
 
@@ -495,6 +501,8 @@ def test_project_waits_for_ack_then_post_ack_data_then_a_newer_meter_sample():
 
 def test_project_export_reduces_at_once_without_waiting_for_inverter_data():
     d = _project(("A", "B"), limit=50.0)               # 200 W each
+    for serial in "AB":
+        d.inv(serial).cmd_pct = 50.0                   # as commanded before (a new inverter starts at minimum)
     t = d.now
     d.step([grid(-300, t + 0.1)], dt=0.1)              # a load went off: export
     # output 400 - 300 - 25 = 75 W total: too little for 10 % each, so B sits at 1 % (4 W) and A gets the
@@ -529,8 +537,7 @@ def test_cap_cuts(pcts, max_ws, cap_w, expected):
 
 def test_project_respects_the_total_cap_in_one_step():
     d = _project(("A", "B", "C"), limit=10.0, max_feed_in=800)
-    d.step([battery(voltage_v=50.0, dcl_a=8.0)], dt=0.1)   # V x DCL = 400 W
-    d.step([grid(2000, d.now)], dt=0.1)
+    d.step([battery(voltage_v=50.0, dcl_a=8.0), grid(2000, d.now)], dt=0.1)   # V x DCL = 400 W
     total = sum(pct * 400 / 100 for pct in d.limits().values())
     assert 390 <= total <= 400
     assert d.last(m.CTRL_STATUS)["budget_w"] == 400.0
@@ -646,3 +653,24 @@ def test_first_soc_reading_is_no_peak_but_restored_tracking_continues():
     d = Driver(persisted=saved, relay_first_decision_s=1e6)
     d.step([battery(soc_pct=78.0)])            # rising to 79 before the restart, falling now: a peak of 79
     assert d.state.season.sfm == 74 + int((79 - 74 + 1) / 2)
+
+
+def test_project_reduction_never_raises_a_limit_while_inverters_still_ramp_down():
+    d = _project(("A", "B"), limit=100.0, running=False)   # a persistent 100 % from before the controller
+    t = d.now
+    assert d.limits() == {"A": 1.0, "B": 1.0} and d.inv("A").pending_pct == 1.0   # new: minimum, in flight
+    d.step([grid(-900, t + 0.1)], dt=0.1)
+    d.step([ack("A", 1.0), ack("B", 1.0)], dt=0.5)
+    d.step([inverter("A", t + 1.0, 1.0, ac_power_w=380), inverter("B", t + 1.0, 1.0, ac_power_w=380, index=1),
+            grid(-700, t + 1.2)], dt=3.0)
+    assert d.limits() == {"A": 1.0, "B": 1.0}
+
+
+def test_project_rotates_the_preference_order_in_steady_state_only_every_interval():
+    d = _project(("A", "B"), limit=10.0, rotate_interval_s=900.0)
+    orders = []
+    for k in range(1000):
+        t = d.now
+        d.step([grid(25, t), battery(), inverter("A", t - 0.5, 10), inverter("B", t - 0.5, 10, index=1)], dt=1.0)
+        orders.append(d.state.order[0])
+    assert orders[0] == "A" and orders[-1] == "B" and orders.count("A") in range(895, 905)

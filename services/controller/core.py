@@ -118,11 +118,14 @@ def _num(value) -> Optional[float]:
     return value
 
 
-def _inverter(state: State, serial: str, p: Params) -> Inverter:
+def _inverter(state: State, serial: str, now: float, p: Params) -> Inverter:
     inv = state.inverters.get(serial)
     if inv is None:
-        inv = Inverter(serial=serial, cmd_pct=p.min_percent, cmd_reason="new inverter: minimum until controlled",
-                       max_power_w=state.known_max_w.get(serial))
+        # a new inverter gets the minimum (published at once) until the law has grid and inverter data;
+        # that command is in flight like any other
+        start_pct = min(p.min_percent, state.known_cmd_pct.get(serial, p.min_percent))
+        inv = Inverter(serial=serial, cmd_pct=start_pct, cmd_reason="new inverter: minimum until controlled",
+                       max_power_w=state.known_max_w.get(serial), pending_pct=start_pct, pending_t=now)
         state.inverters[serial] = inv
         state.order.append(serial)
         state.setpoint_dirty = True
@@ -165,7 +168,7 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
     t = _num(body.get("sample_t_mono"))
     if not isinstance(serial, str) or not serial or t is None:
         return
-    inv = _inverter(state, serial, p)
+    inv = _inverter(state, serial, now, p)
     if inv.sample_t is not None and t < inv.sample_t:
         return
     newer = inv.sample_t is None or t > inv.sample_t
@@ -189,13 +192,13 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
     reported = _num(body.get("limit_pct"))
     inv.reported_pct = reported
     if reported is not None:
-        if inv.pending_pct is not None:
-            if abs(reported - max(inv.pending_pct, p.min_percent)) < READBACK_SAME_PCT and t > inv.pending_t:
-                # in force without an ack (e.g. the writer found it already set)
-                inv.applied_pct, inv.ack_t = inv.pending_pct, inv.pending_t
-                inv.pending_pct = inv.pending_t = None
+        if inv.pending_pct is not None and t > inv.pending_t \
+                and abs(reported - max(inv.pending_pct, p.min_percent)) < READBACK_SAME_PCT:
+            # in force without an ack (e.g. the writer found it already set)
+            inv.applied_pct, inv.ack_t = inv.pending_pct, inv.pending_t
+            inv.pending_pct = inv.pending_t = None
         elif inv.ack_t is None or t > inv.ack_t:
-            inv.applied_pct = reported
+            inv.applied_pct = reported          # the DTU's read-back: what is in force now
     protection.note_producing(inv, t)
     if newer:
         if t > state.last_dtu_sample_t:
@@ -216,9 +219,10 @@ def _on_dtu_status(state: State, body: dict, now: float, p: Params) -> None:
     if not wanted:
         return
     for i, serial in enumerate(wanted):
-        _inverter(state, serial, p).index = i
+        _inverter(state, serial, now, p).index = i
     gone = [s for s in state.order if s not in wanted]
     for serial in gone:
+        state.known_cmd_pct[serial] = state.inverters[serial].cmd_pct
         state.order.remove(serial)
         del state.inverters[serial]
         state.reasons.append(f"inverter {serial} no longer in the DTU inventory")
@@ -572,9 +576,6 @@ def step(state: State, events, now: float, params: Params):
                                             p.negative_grid_loops, fig.stale)
         state.dtu_samples_in_window = 0
         state.seed.loop_index = 0
-        if p.law == "project" and len(state.order) > 1:
-            # equal wear: at low power the first inverters carry the load (active_min_pct)
-            state.order.append(state.order.pop(0))
         state.relay_wanted = on
         state.reasons.append("life signal: " + why)
         out.append(("ctrl.relay", {"on": on, "reason": why}))

@@ -98,6 +98,7 @@ class ProjectLaw:
     used_grid_t: float = float("-inf")       # sample_t_mono of the last grid sample acted on
     last_ack_t: float = float("-inf")        # newest limit ack (any inverter)
     wait: str = "start"                      # what the law is waiting for (status)
+    next_rotate_t: float = float("-inf")     # -inf: not yet started
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class State:
     inverters: dict = field(default_factory=dict)     # serial -> Inverter
     order: list = field(default_factory=list)         # preference order (seed rotation)
     known_max_w: dict = field(default_factory=dict)   # serial -> max power, kept when it leaves the inventory
+    known_cmd_pct: dict = field(default_factory=dict)  # serial -> last limit, when it left the inventory
     season_known: bool = False               # SOC tracking restored or seeded by a first reading
     start_t: Optional[float] = None
     # meters

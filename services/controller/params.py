@@ -20,6 +20,7 @@ class Params:
     steps_percent: float = 2.0                 # seed law quantisation (truncation)
     quantum_pct: float = 1.0                   # project law quantisation (floor)
     active_min_pct: float = 10.0               # project law: spread over only as many inverters as get this much
+    rotate_interval_s: float = 900.0           # project law: preference order rotates this often (steady state)
     # seed consumption filter
     consume_filter_factor: int = 3
     feed_in_filter_factor: int = 0

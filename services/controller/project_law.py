@@ -61,6 +61,13 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     law.wait = "next meter sample"
     if -p.reduce_deadband_w <= error_w <= p.raise_deadband_w:
         _say(state, "project: grid within deadband, no change")
+        if now >= law.next_rotate_t and len(state.order) > 1:
+            # equal wear: at low power the first inverters carry the load (active_min_pct); the new order
+            # takes effect with the next step that is needed anyway
+            if law.next_rotate_t > float("-inf"):
+                state.order.append(state.order.pop(0))
+                state.reasons.append(f"project: rotation, {state.order[0]} now first")
+            law.next_rotate_t = now + p.rotate_interval_s
         return True
     if not controllable:
         _say(state, "project: no controllable inverter: " + ", ".join(
@@ -70,11 +77,12 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
 
     output_w = 0.0
     for inv in controllable:
-        reported = inv.ac_power_w
-        if reported is None:
-            reported = inv.cmd_w()
-        if inv.ack_t is not None and inv.sample_t <= inv.ack_t and inv.applied_pct is not None:
-            reported = min(reported, inv.applied_pct * inv.max_w() / 100.0)
+        reported = inv.ac_power_w if inv.ac_power_w is not None else inv.cmd_w()
+        in_force = inv.applied_pct if inv.applied_pct is not None else inv.cmd_pct
+        if in_force is not None:
+            # above its limit an inverter is still ramping down to it, or its data predates the ack of a
+            # reduction: count the limit (the reduction as done), so a later step does not undo it
+            reported = min(reported, in_force * inv.max_w() / 100.0)
         output_w += reported
     fixed_w = 0.0        # what the other inverters will deliver (at their minimum, or nothing)
     fixed_cmd_w = 0.0
@@ -89,6 +97,8 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     max_ws = [inv.max_w() for inv in controllable]
     pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
     pcts = distribution.cap_cuts(pcts, max_ws, cap_w, p.quantum_pct)
+    if error_w < 0:       # a reduction never raises a limit (the inverters may still be ramping down)
+        pcts = [pct if inv.cmd_pct is None else min(pct, inv.cmd_pct) for inv, pct in zip(controllable, pcts)]
     kind = "fast reduce" if fast else ("raise" if error_w > 0 else "reduce")
     changes = []
     for inv, pct in zip(controllable, pcts):

@@ -27,7 +27,7 @@ class ControllerService:
         self.last_relay = None
         self.last_answers = []
         self.last_error = None
-        log.info("controller: %s law, MaxFeedIn %d W, ZeroPoint %d W, SocFloatingMax %d %%, state file %s",
+        log.info("%s law, MaxFeedIn %d W, ZeroPoint %d W, SocFloatingMax %d %%, state file %s",
                  self.params.law, self.state.settings.max_feed_in, self.state.settings.zero_point,
                  self.state.season.sfm, self.store.path)
 
@@ -43,7 +43,7 @@ class ControllerService:
             # sends the inverters to their minimum if no setpoint follows
             kind = f"{type(exc).__name__}: {exc}"
             if kind != self.last_error:
-                self.log.critical("controller: step failed (%s)", kind, exc_info=True)
+                self.log.critical("step failed (%s)", kind, exc_info=True)
                 self.last_error = kind
             return
         self.last_error = None
@@ -51,7 +51,7 @@ class ControllerService:
             try:
                 self.pub.publish(topic, body)
             except m.SchemaError as exc:     # our bug: say so, keep running
-                self.log.error("controller: invalid %s body not published: %s", topic, exc)
+                self.log.error("invalid %s body not published: %s", topic, exc)
                 continue
             self._log_output(topic, body)
         self._persist()
