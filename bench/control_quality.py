@@ -13,7 +13,7 @@ control-notes §5 (definitions in bench/metrics.py).
 --json             one JSON object per policy, one per line (JSON Lines), keys: policy, scenario, dead_time_s,
                    export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus
                    cost_wh, grid_export_wh, unavoidable_import_wh, commands, duration_s, seed, runtime_s
---plot PNG         grid power against the target, one panel per policy (matplotlib, Agg)
+--plot PNG         grid power against the target, one panel per policy (matplotlib, Agg); --plot-window S:E
 --sweep            run bench.sweep instead (all scenarios x dead times 2/5/12 s x all policies, with the goals)
 """
 from __future__ import annotations
@@ -121,7 +121,7 @@ def plot(rows: list[dict], trace: Trace, tau_w: float, path: str, window=None) -
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel(f"t (s) — scenario {trace.name}, dead time {rows[0]['dead_time_s']:g} s")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -135,6 +135,8 @@ def parse_args(argv):
                         help=f"any of {' '.join(POLICIES)} (default all)")
     parser.add_argument("--json", action="store_true", help="JSON Lines: one object per policy")
     parser.add_argument("--plot", metavar="PNG", help="plot grid power vs target per policy")
+    parser.add_argument("--plot-window", metavar="S:E", help="plot seconds S..E only (default: all up to 3 h, "
+                        "else the busiest 30 min)")
     parser.add_argument("--dead-time", type=float, metavar="S", help="override every inverter's dead time")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.25, help="physics step in s (0.1..0.5)")
@@ -171,7 +173,17 @@ def main(argv=None) -> int:
     else:
         print(format_table(rows))
     if args.plot:
-        plot(rows, trace, plant.site.zero_point_w, args.plot)
+        window = None
+        if args.plot_window:
+            try:
+                start, end = (int(float(x)) for x in args.plot_window.split(":"))
+                window = (max(0, start), min(trace.duration_s, end))
+                if window[1] - window[0] < 10:
+                    raise ValueError
+            except ValueError:
+                print("error: --plot-window wants S:E seconds, at least 10 s apart", file=sys.stderr)
+                return 2
+        plot(rows, trace, plant.site.zero_point_w, args.plot, window)
         if not args.json:
             print(f"plot: {args.plot}")
     return 0
