@@ -191,6 +191,11 @@ def parse_plant(data) -> PlantConfig:
                 raise PlantConfigError("inverters: expected a non-empty list")
             cfg.inverters = [_fill(InverterSpec, item, f"inverters[{i}]") for i, item in enumerate(value)]
             for i, inv in enumerate(cfg.inverters):
+                inv.serial = inv.serial.strip().lower()
+                try:
+                    int(inv.serial, 16)
+                except ValueError:
+                    raise PlantConfigError(f"inverters[{i}].serial: must be hex digits like 116100000001") from None
                 if inv.max_w <= 0 or inv.min_limit_pct > 100:
                     raise PlantConfigError(f"inverters[{i}]: max_w must be > 0 and min_limit_pct <= 100")
                 if inv.serial == InverterSpec.serial and i > 0:

@@ -130,6 +130,9 @@ def test_plant_json_is_checked():
         parse_plant({"meter": {"interval_s": 1, "colour": "red"}})
     with pytest.raises(PlantConfigError):
         parse_plant({"dtu": {"ack_latency_s": [2.0, 0.2]}})
+    with pytest.raises(PlantConfigError):
+        parse_plant({"inverters": [{"serial": "not-hex"}]})
+    assert parse_plant({"inverters": [{"serial": "1161ABCD0001"}]}).inverters[0].serial == "1161abcd0001"
 
 
 # ------------------------------------------------------------------ closed loop
