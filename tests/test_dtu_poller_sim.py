@@ -178,7 +178,7 @@ def assert_no_sample_twice(bus, serials):
 
 def start_service(procs, rundir, sim, **opendtu):
     keys = {"host": sim.url, "password": PASSWORD, "poll_interval": 0.5, "timeout": 1.0,
-            "setpoint_timeout_s": 3, "limit_ack_timeout_s": 4, **opendtu}
+            "setpoint_timeout_s": 3, "limit_ack_timeout_s": 8, **opendtu}
     path = write_config(rundir, base_sections(rundir, opendtu=keys))
     return procs.python("dtu", "services.dtu_poller", "--config", path)
 
@@ -202,7 +202,7 @@ def test_process_publishes_fresh_samples_applies_limits_and_reports_acks(procs, 
              15, "ok acks for both")
     oks = [b for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok"]
     for ack in oks:
-        assert ack["limit_pct"] == 40 and 0 < ack["latency_s"] < 4 and ack["setpoint_seq"] in bus.setpoint_seqs
+        assert ack["limit_pct"] == 40 and 0 < ack["latency_s"] < 8.5 and ack["setpoint_seq"] in bus.setpoint_seqs
         assert ack["sent_t_mono"] <= time.monotonic()
     latencies = sorted(a["latency_s"] for a in oks)
     print(f"limit ack latency (s): {latencies}")
@@ -219,7 +219,7 @@ def test_process_publishes_fresh_samples_applies_limits_and_reports_acks(procs, 
     bus.setpoint = {"limits": [{"serial": serials[0], "limit_pct": 60}, {"serial": serials[1], "limit_pct": 40}]}
     bad = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] == serials[0]], 20,
                    "an ack for the failing inverter")
-    assert bad[0]["outcome"] in ("failure", "timeout") and bad[0]["limit_pct"] == 60
+    assert bad[0]["outcome"] == "failure" and bad[0]["limit_pct"] == 60
     assert not [b for b in bus.bodies(m.DTU_ACK, mark) if b["outcome"] == "ok" and b["serial"] == serials[0]]
     sim.set_fault(None)
     bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] == serials[0] and b["outcome"] == "ok"],
