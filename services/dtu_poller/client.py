@@ -20,6 +20,8 @@ from common.clock import SYSTEM_CLOCK
 from common.logsetup import redact_url
 
 
+MAX_BODY_BYTES = 1 << 20       # a full legacy livedata answer for 16 inverters is ~200 KB
+
 # ------------------------------------------------------------------ errors
 
 class DtuError(Exception):
@@ -344,9 +346,24 @@ class OpenDtuClient:
 
     # -- transport
     def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send, read at most MAX_BODY_BYTES within about twice the timeout (a dripping answer is a timeout)."""
         url = self.url + path
+        started = self.clock.monotonic()
         try:
-            resp = self.session.request(method, url, timeout=self.timeout_s, allow_redirects=False, **kwargs)
+            resp = self.session.request(method, url, timeout=self.timeout_s, allow_redirects=False, stream=True,
+                                        **kwargs)
+            try:
+                body = bytearray()
+                for chunk in resp.iter_content(16384):
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        raise DtuInvalidResponse(f"{method} {path}: answer larger than {MAX_BODY_BYTES} bytes")
+                    if self.clock.monotonic() - started > 2 * self.timeout_s:
+                        raise DtuTimeout(f"{method} {path}: answer not complete within {2 * self.timeout_s:g} s")
+                resp._content = bytes(body)      # fully read: the connection goes back to the pool
+            except BaseException:
+                resp.close()
+                raise
         except requests.Timeout:
             raise DtuTimeout(f"{method} {redact_url(url)}: no answer within {self.timeout_s:g} s") from None
         except requests.ConnectionError as exc:
