@@ -16,8 +16,8 @@ PASSWORD = "openDTU42"
 
 
 @pytest.fixture
-def plant():
-    plant = Plant.demo(n_inverters=2, seed=1)
+def plant(request):
+    plant = Plant.demo(n_inverters=getattr(request, "param", 2), seed=1)
     plant.set_load_override(600.0)
     runner = RealtimeRunner(plant).start()
     yield plant
@@ -289,18 +289,24 @@ def test_bad_and_stale_answers_never_yield_values(procs, rundir, sim, plant, bus
     assert not bus.bodies(m.DTU_INVERTER, mark)
 
 
+@pytest.mark.parametrize("plant", [3], indirect=True)
 def test_watchdog_sends_minimum_and_releases(procs, rundir, sim, plant, bus):
     serials = serials_of(plant)
-    start_service(procs, rundir, sim, setpoint_timeout_s=2)
+    sim.dtu.set_command_enable(serials[2], False)     # OpenDTU would answer "success" and do nothing
+    proc = start_service(procs, rundir, sim, setpoint_timeout_s=2)
     alarm = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ALARM) if b["active"]], 15, "watchdog alarm")
     assert alarm[0]["kind"] == "setpoint_watchdog"
     bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK)
-                      if b["outcome"] == "ok" and b["limit_pct"] == 1} == set(serials), 15, "minimum applied")
-    assert {e["serial"] for e in sim.limit_log if e["pct"] == 1} == set(serials)
+                      if b["outcome"] == "ok" and b["limit_pct"] == 1} == set(serials[:2]), 15, "minimum applied")
+    assert {e["serial"] for e in sim.limit_log if e["pct"] == 1} == set(serials[:2])
     bus.setpoint = {"limits": [{"serial": s, "limit_pct": 30} for s in serials]}
     bus.wait(lambda: [b for b in bus.bodies(m.DTU_ALARM) if not b["active"]], 10, "alarm released")
     bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK)
-                      if b["outcome"] == "ok" and b["limit_pct"] == 30} == set(serials), 15, "normal work")
+                      if b["outcome"] == "ok" and b["limit_pct"] == 30} == set(serials[:2]), 15, "normal work")
+    disabled = [b for b in bus.bodies(m.DTU_ACK) if b["serial"] == serials[2]]
+    assert disabled and {b["outcome"] for b in disabled} == {"rejected"} and "disabled" in disabled[0]["detail"]
+    assert not [e for e in sim.limit_log if e["serial"] == serials[2]]
+    assert "commands are disabled" in proc.output()
 
 
 def test_without_password_read_only(procs, rundir, plant, bus):

@@ -370,3 +370,15 @@ def test_limits_only_to_listed_and_reachable_inverters():
     assert w.next_command(0) is None                                # b held, c0ffee never sent
     w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)          # b is back: its limit goes out
     assert (w.next_command(1).serial, w.slots["b"].desired_pct) == ("b", 30)
+
+
+def test_inverter_with_commands_disabled_gets_no_limit():
+    w = machine()
+    w.on_command_flags({SERIAL: (True, True), "b": (False, True)})
+    out = w.on_setpoint(setpoint((SERIAL, 30), ("b", 30)), seq=1, msg_t=0, now=0)
+    [refused] = acks(out)
+    assert refused["serial"] == "b" and refused["outcome"] == "rejected" and "disabled" in refused["detail"]
+    assert w.next_command(0).serial == SERIAL
+    assert w.next_command(0) is None
+    w.on_command_flags({SERIAL: (True, True), "b": (True, True)})
+    assert w.next_command(1).serial == "b"

@@ -414,6 +414,22 @@ class OpenDtuClient:
     def power_status(self) -> dict[str, str]:
         return parse_power_status(self.get_json("/api/power/status"))
 
+    def command_flags(self) -> dict[str, tuple[bool, bool]]:
+        """/api/inverter/list (admin): serial -> (command_enable, command_enable_night)."""
+        doc = self.get_json("/api/inverter/list")
+        items = doc.get("inverter") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise DtuInvalidResponse("/api/inverter/list without an 'inverter' list")
+        out = {}
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("serial"), str):
+                raise DtuInvalidResponse("/api/inverter/list: an entry without a serial")
+            day, night = item.get("command_enable"), item.get("command_enable_night")
+            if not isinstance(day, bool) or not isinstance(night, bool):
+                raise DtuInvalidResponse(f"/api/inverter/list {item['serial']}: command flags missing")
+            out[item["serial"].lower()] = (day, night)
+        return out
+
     def model(self, serial: str) -> Optional[str]:
         """hw_model_name from /api/devinfo/status; None until the DTU has read the device info."""
         doc = self.get_json("/api/devinfo/status", {"inv": serial})

@@ -29,6 +29,7 @@ RETRY_AFTER_FAILURE_S = 5.0
 RETRY_AFTER_AUTH_S = 30.0
 REFUSAL_REPEAT_S = 30.0       # a repeated refusal (rate_limited, read_only) is published at most this often
 ALARM_REPEAT_S = 5.0
+FLAGS_REFRESH_S = 60.0        # /api/inverter/list (command_enable flags)
 MAX_SLOTS = 64                # inverters the writer keeps state for (hostile setpoints cannot grow it)
 MAX_REFUSAL_KEYS = 1000
 
@@ -103,6 +104,7 @@ class WriterMachine:
     last_reboot_t: Optional[float] = None
     last_status_poll_t: Optional[float] = None
     refusals: dict = field(default_factory=dict)
+    command_flags: dict = field(default_factory=dict)   # serial -> (command_enable, command_enable_night)
 
     def slot(self, serial: str) -> _Slot:
         return self.slots.setdefault(serial, _Slot())
@@ -131,6 +133,9 @@ class WriterMachine:
             slot.desired_reason = item.get("reason")
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
+            elif self.commands_disabled(serial):
+                out += self._refuse(serial, "limit", "rejected", now, seq, slot.desired_pct,
+                                    detail="commands disabled for this inverter in OpenDTU")
             elif self.known_serials and serial not in self.reachable:
                 out += self._refuse(serial, "limit", "error", now, seq, slot.desired_pct,
                                     detail="inverter not reachable: limit held until it is")
@@ -182,6 +187,22 @@ class WriterMachine:
                 log.info("inverter %s: DTU reports limit %.1f %%, acknowledged was %.1f %%: sending again",
                          serial, limit_pct, slot.acked_pct)
                 slot.acked_pct = None
+
+    def on_command_flags(self, flags: dict) -> None:
+        """From /api/inverter/list. With command_enable off OpenDTU answers "success" and sends nothing
+        (opendtu-api.md §4), so such an inverter gets no limit and the controller a refusal instead."""
+        for serial, (day, night) in flags.items():
+            if flags.get(serial) != self.command_flags.get(serial):
+                if not day:
+                    log.warning("inverter %s: commands are disabled in OpenDTU: no limit can be applied", serial)
+                elif not night:
+                    log.warning("inverter %s: 'command at night' is off in OpenDTU: limits are ignored at night "
+                                "(battery-fed inverters need it on)", serial)
+        self.command_flags = dict(flags)
+
+    def commands_disabled(self, serial: str) -> bool:
+        flags = self.command_flags.get(serial)
+        return flags is not None and not flags[0]
 
     def clamp(self, pct: float) -> float:
         return round(min(100.0, max(self.params.min_pct, float(pct))), 1)
@@ -239,8 +260,8 @@ class WriterMachine:
                 cmd = Command("restart", serial, setpoint_seq=slot.restart_seq)
                 slot.in_flight = _InFlight(cmd, None)
                 return cmd
-            if slot.desired_pct is None or serial not in self.reachable:
-                continue                  # only to inverters the DTU lists and reaches (held until then)
+            if slot.desired_pct is None or serial not in self.reachable or self.commands_disabled(serial):
+                continue                  # only to inverters the DTU lists, reaches and may command
             if slot.acked_pct is not None and not slot.failed \
                     and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT \
                     and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
@@ -306,7 +327,8 @@ class WriterMachine:
                 if st.limit_relative_pct is not None \
                         and abs(st.limit_relative_pct - flight.command.limit_pct) <= ACK_TOLERANCE_PCT:
                     out.append(self._finish(serial, slot, "ok", now))
-                # Ok with another value: commands disabled (silent no-op) or not yet Pending: wait, then timeout.
+                # Ok with another value: a silent no-op (commands disabled, at night without the night flag)
+                # or not yet Pending: wait, then timeout.
         return out
 
     def on_power_status(self, statuses: dict, now: float) -> list:
@@ -421,6 +443,7 @@ class WriterLoop:
         self.inbox: queue.Queue = queue.Queue(maxsize=1000)
         self.stop_event = threading.Event()
         self._inventory_version = -1
+        self._flags_t: Optional[float] = None
 
     def submit(self, body: dict, seq: Optional[int], msg_t: float) -> None:
         try:
@@ -451,6 +474,7 @@ class WriterLoop:
                 self._inventory_version = version
                 machine.on_inventory(serials, reachable, limits, poll_t)
             self._emit(machine.tick(self.clock.monotonic()))
+            self._refresh_flags(serials)
             self._poll_status()
             # Send every command that is due now (at most one per inverter is in flight).
             for _ in range(32):
@@ -475,6 +499,22 @@ class WriterLoop:
         except DtuError as exc:
             error = exc
         self._emit(self.machine.on_sent(cmd, sent_t, error, self.clock.monotonic()))
+
+    def _refresh_flags(self, serials: list) -> None:
+        """The command flags, at start, when the inventory changes and every FLAGS_REFRESH_S (admin call)."""
+        now = self.clock.monotonic()
+        if not self.machine.params.can_control or not serials:
+            return
+        if self._flags_t is not None and now - self._flags_t < FLAGS_REFRESH_S \
+                and set(serials) <= set(self.machine.command_flags):
+            return
+        if self._flags_t is not None and now - self._flags_t < RETRY_AFTER_FAILURE_S:
+            return
+        self._flags_t = now
+        try:
+            self.machine.on_command_flags(self.client.command_flags())
+        except DtuError as exc:
+            log.debug("inverter list failed (%s: %s)", exc.kind, exc)
 
     def _poll_status(self) -> None:
         kind = self.machine.status_poll_due(self.clock.monotonic())
