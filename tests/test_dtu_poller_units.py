@@ -1,7 +1,5 @@
 """dtu_poller logic without a server: parsing both firmware shapes, freshness, the writer state machine."""
 import copy
-import json
-import math
 
 import pytest
 
