@@ -458,7 +458,7 @@ def test_a_changed_config_value_wins_over_the_saved_one():
 
 def _project(serials=("A", "B"), limit=10.0, running=True, **changes):
     """running: as if the controller had been commanding `limit` (acknowledged); else a fresh start."""
-    d = Driver(balcony_configured=False, relay_first_decision_s=1e6, **changes)
+    d = Driver(**{"balcony_configured": False, "relay_first_decision_s": 1e6, **changes})
     t = d.now
     d.step([dtu_status(serials), battery(voltage_v=52.0, dcl_a=20.0)]
            + [inverter(s, t - 0.5, limit_pct=limit, index=i) for i, s in enumerate(serials)])
@@ -674,3 +674,38 @@ def test_project_rotates_the_preference_order_in_steady_state_only_every_interva
         d.step([grid(25, t), battery(), inverter("A", t - 0.5, 10), inverter("B", t - 0.5, 10, index=1)], dt=1.0)
         orders.append(d.state.order[0])
     assert orders[0] == "A" and orders[-1] == "B" and orders.count("A") in range(895, 905)
+
+
+def test_life_signal_off_means_minimum_limits_and_it_comes_back_as_soon_as_conditions_hold():
+    d = _project(("A",), limit=50.0, relay_first_decision_s=3.0, relay_interval_s=10.0)
+    t = d.now
+    d.step([grid(300, t + 0.1)], dt=0.1)
+    raised = d.inv("A").cmd_pct
+    assert raised > 50
+    d.step([grid(300, t + 3.0), battery()], dt=3.0)              # first decision: DTU data seen at the start
+    assert d.last(m.CTRL_RELAY)["on"] is True
+    for k in range(10):
+        d.step([grid(300, d.now), battery()], dt=1.0)            # a window without DTU data
+    assert d.last(m.CTRL_RELAY)["on"] is False
+    assert d.limits()["A"] == P.min_percent
+    assert any("life signal off" in r for r in d.step([], dt=1.0)[m.CTRL_STATUS][0]["reasons"])
+    for k in range(3):                                          # DTU data again: back on within a loop or two
+        t = d.now
+        d.step([grid(300, t), battery(), inverter("A", t - 0.2, 1.0)], dt=1.0)
+    relays = d.out[m.CTRL_RELAY]
+    assert [r["on"] for r in relays] == [True, False, True] and relays[-1]["reason"].startswith("again keep alive")
+    t = d.now
+    d.step([grid(300, t), battery(), inverter("A", t - 0.2, 1.0)], dt=1.0)
+    assert d.inv("A").cmd_pct > P.min_percent                  # the law steers again
+
+
+def test_no_early_keep_alive_within_the_soc_margin():
+    d = _project(("A",), limit=10.0, relay_first_decision_s=3.0, relay_interval_s=300.0)
+    d.step([grid(30, d.now), battery(soc_pct=30.0)], dt=3.0)
+    assert d.last(m.CTRL_RELAY)["on"] is False                 # SOC 30 <= FeedInMinSoc 34
+    for k in range(30):
+        t = d.now
+        d.step([grid(30, t), battery(soc_pct=35.0), inverter("A", t - 0.2, 1.0)], dt=1.0)
+    assert len(d.out[m.CTRL_RELAY]) == 1                       # 35 % is not above 34 % + 2
+    d.step([grid(30, d.now), battery(soc_pct=37.0), inverter("A", d.now - 0.2, 1.0)], dt=3.0)
+    assert d.last(m.CTRL_RELAY)["on"] is True

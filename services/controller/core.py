@@ -357,6 +357,7 @@ class Figures:
     target_w: float
     target_why: str
     stale: list
+    unsafe_why: str          # why only safe minimum limits: grid/battery stale, life signal off
 
 
 def _figures(state: State, now: float, p: Params) -> Figures:
@@ -390,8 +391,11 @@ def _figures(state: State, now: float, p: Params) -> Figures:
         stale.append("dtu")
     if balcony_active and not balcony_readable:
         stale.append("balcony")
-    return Figures(grid_fresh, battery_ok, grid_fresh and battery_ok, balcony_active, balcony_readable,
-                   balcony_used, budget, cap, -offset, why, stale)
+    unsafe = [f"{name} stale" for name in stale if name in ("grid", "battery")]
+    if state.relay_wanted is False:
+        unsafe.append("life signal off")
+    return Figures(grid_fresh, battery_ok, not unsafe, balcony_active, balcony_readable,
+                   balcony_used, budget, cap, -offset, why, stale, ", ".join(unsafe))
 
 
 # ------------------------------------------------------------------ commands and safety
@@ -415,8 +419,8 @@ def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
         for serial in state.order:
             inv = state.inverters[serial]
             safe = p.min_percent if inv.cmd_pct is None else min(inv.cmd_pct, p.min_percent)
-            if _command(state, inv, safe, now, "safe minimum: " + "/".join(fig.stale) + " stale"):
-                state.reasons.append(f"{serial}: safe minimum {safe:g} % ({', '.join(fig.stale)} stale)")
+            if _command(state, inv, safe, now, "safe minimum: " + fig.unsafe_why):
+                state.reasons.append(f"{serial}: safe minimum {safe:g} % ({fig.unsafe_why})")
     else:
         for serial in state.order:
             inv = state.inverters[serial]
@@ -549,6 +553,30 @@ def step(state: State, events, now: float, params: Params):
             handler(state, body, now, p)
 
     fig = _figures(state, now, p)
+    due = now >= state.next_relay_t
+    if due or (state.relay_wanted is False and now >= state.next_relay_retry_t):
+        # each interval the seed's decision; while switched off, also every loop: back on as soon as the
+        # conditions hold again (with a SOC margin), instead of waiting up to a whole interval
+        state.feed_in_min_soc = _feed_in_min_soc(state)
+        on, why = lifesignal.relay_decision(state.dtu_samples_in_window,
+                                            state.battery.soc_pct if fig.battery_ok else None,
+                                            state.feed_in_min_soc, state.negative_grid_counter,
+                                            p.negative_grid_loops, fig.stale,
+                                            soc_margin_pct=0.0 if due else lifesignal.EARLY_ON_SOC_MARGIN_PCT)
+        state.next_relay_retry_t = now + p.seed_loop_interval_s
+        if due or on:
+            state.next_relay_t = now + p.relay_interval_s
+            state.dtu_samples_in_window = 0
+            state.seed.loop_index = 0
+            if state.relay_wanted != on:
+                state.relay_wanted = on
+                fig = _figures(state, now, p)      # off: safe minimum at once; on: the law may steer
+            if not due:
+                why = "again " + why
+            state.reasons.append("life signal: " + why)
+            out.append(("ctrl.relay", {"on": on, "reason": why}))
+            state.status_due = True
+
     command = lambda inv, pct, t, why: _command(state, inv, pct, t, why)  # noqa: E731
     if p.law == "seed":
         if now >= state.seed.next_loop_t:
@@ -559,27 +587,13 @@ def step(state: State, events, now: float, params: Params):
         if project_law.run(state, now, p, fig, command) and state.setpoint_dirty:
             state.status_due = True
     else:
-        state.project.wait = "fresh grid and battery inputs"
+        state.project.wait = "safe inputs (now: " + fig.unsafe_why + ")"
     if now >= state.next_negative_tick_t:
         state.next_negative_tick_t = max(state.next_negative_tick_t + p.seed_loop_interval_s, now)
         _tick(state, now, p, fig)
     _safety(state, now, p, fig)
     state.target_w, state.budget_w, state.balcony_used_w, state.stale = \
         fig.target_w, fig.budget_w, fig.balcony_used_w, fig.stale
-
-    if now >= state.next_relay_t:
-        state.next_relay_t = now + p.relay_interval_s
-        state.feed_in_min_soc = _feed_in_min_soc(state)
-        on, why = lifesignal.relay_decision(state.dtu_samples_in_window,
-                                            state.battery.soc_pct if fig.battery_ok else None,
-                                            state.feed_in_min_soc, state.negative_grid_counter,
-                                            p.negative_grid_loops, fig.stale)
-        state.dtu_samples_in_window = 0
-        state.seed.loop_index = 0
-        state.relay_wanted = on
-        state.reasons.append("life signal: " + why)
-        out.append(("ctrl.relay", {"on": on, "reason": why}))
-        state.status_due = True
 
     limits = None
     if state.order and (state.setpoint_dirty or now >= state.next_setpoint_t):

@@ -129,6 +129,7 @@ class State:
     relay_confirmed: Optional[bool] = None
     relay_wanted: Optional[bool] = None
     next_relay_t: Optional[float] = None
+    next_relay_retry_t: float = float("-inf")
     dtu_samples_in_window: int = 0
     negative_grid_counter: int = 0
     next_negative_tick_t: Optional[float] = None

@@ -21,11 +21,12 @@ def run(state: State, now: float, p: Params, fig, command) -> None:
     if not fresh:
         state.reasons.append("seed: no fresh DTU data: limits unchanged")
         return
-    if not fig.safe:
-        state.reasons.append("seed: inputs stale: only safe limits")
-        return
     offset_w = -fig.target_w
     g_w = law.filtered_w + offset_w
+    if not fig.safe:
+        state.reasons.append(f"seed: only safe limits ({fig.unsafe_why})")
+        _count_export(state, g_w, p)          # the inverters sit at their minimum: g is what remains
+        return
     if law.loop_index == 0 and abs(g_w) <= p.accuracy and len(state.order) > 1:
         state.order.append(state.order.pop(0))
         state.reasons.append(f"seed: rotation, {state.order[0]} now first")
@@ -67,6 +68,11 @@ def run(state: State, now: float, p: Params, fig, command) -> None:
             f"{inv.serial} {old:g} -> {new:g} %")
     else:
         state.reasons.append(f"seed: set value {g_w:.0f} W ({branch}): no change")
+    _count_export(state, g_w, p)
+
+
+def _count_export(state: State, g_w: float, p: Params) -> None:
+    """NegativeGridCounter: consecutive loops with more than negative_grid_w of export left over."""
     if g_w < -p.negative_grid_w:
         state.negative_grid_counter = min(254, state.negative_grid_counter + 1)
     else:
