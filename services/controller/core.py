@@ -9,9 +9,14 @@ simulated day); callers must use the returned state and not keep the old referen
 (`copy.deepcopy` it for that). `persistable(state)` is the part to store; `persist_version(state)` changes
 whenever that part changed.
 
-Layers, in order, on every call: ingest events -> the law (`project_law` on every new meter sample, `seed_law`
-every seed_loop_interval_s) -> every seed_loop_interval_s: recovery requests and the sustained-export counter ->
-safety (stale grid or no battery: only toward less output; total cap) -> life signal -> outputs.
+Layers, in order, on every call: ingest events -> life signal (each interval; while off, every loop) -> the law
+(`project_law` on every new meter sample, `seed_law` every seed_loop_interval_s) -> every seed_loop_interval_s:
+recovery requests and the sustained-export counter -> safety (stale grid, no battery or life signal off: only
+toward less output, safe minimum limits; ineligible inverters at minimum; total cap) -> outputs.
+
+Defects of the seed not reproduced (seed-behaviour §7): distinct alarms (`alarms` in ctrl.status), a failed
+command is not taken as applied (dtu.ack), inverters from the DTU's inventory, no battery -> safe minimum,
+the budget counts every inverter in the same step, settings and season state persisted (`persistable`).
 """
 from __future__ import annotations
 
