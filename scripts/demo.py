@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         print(f"demo: starting a private D-Bus, the simulators (ports {args.port_base}..{args.port_base + 10}) "
-              f"and supervisord; logs in {DEMO_DIR}/ and {ROOT}/log/")
+              f"and supervisord; logs in {DEMO_DIR}/")
         stack.start()
         print(f"demo: private D-Bus at {stack.dbus.address} (pid {stack.dbus.pid}), simulators pid {stack.sim.pid}, "
               f"supervisord pid {stack.supervisord.pid}, config {stack.config_path}")
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                 print(f"{time.monotonic() - start:6.0f}s {status.render()}", flush=True)
         sub.close()
     except TimeoutError as exc:
-        print(f"demo: {exc}; see the logs in {DEMO_DIR}/ and {ROOT}/log/", file=sys.stderr)
+        print(f"demo: {exc}; see the logs in {DEMO_DIR}/", file=sys.stderr)
         for proc in stack.procs.procs:
             if proc.poll() is not None:
                 print(f"demo: {proc.name} exited with code {proc.returncode}:\n{stack.tail(proc.name)}", file=sys.stderr)

@@ -44,6 +44,20 @@ def pick_port_base() -> int:
     raise RuntimeError("no free port range")
 
 
+def local_supervisor_conf(folder: str) -> str:
+    """The repository's supervisord.conf with its socket, pid file and logs moved into `folder`, so that several
+    stacks (tests, demo, benchmark) can run at once. The programs are the file's own, unchanged."""
+    with open(os.path.join(ROOT, "supervisord.conf")) as handle:
+        text = handle.read()
+    text = text.replace("%(here)s/log/supervisord.log", f"{folder}/supervisord-daemon.log")
+    text = text.replace("%(here)s/run/", f"{folder}/").replace("%(here)s/log/", f"{folder}/") \
+        .replace("%(here)s/log", folder).replace("%(here)s", ROOT)
+    path = os.path.join(folder, "supervisord.conf")
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
 def stack_config(port_base: int, rundir: str, state_dir: str, extra: Optional[dict] = None) -> str:
     sections = {
         "opendtu": {"host": f"127.0.0.1:{port_base}", "password": "openDTU42", "poll_interval": 1,
@@ -139,6 +153,7 @@ class Stack:
         self.dbus = PrivateDbus(folder=dbus_folder, set_env=False)
         self.sim = None
         self.supervisord = None
+        self.supervisor_conf = local_supervisor_conf(folder)
 
     @property
     def control_url(self) -> str:
@@ -153,13 +168,20 @@ class Stack:
         self.sim = self.procs.python("sim", "sim", "--scenario", self.scenario, "--port-base", str(self.port_base),
                                      *self.sim_args, env=self.env())
         wait_for(self._sim_up, 30, 0.1, "simulators up")
-        self.supervisord = self.procs.start("supervisord", [SUPERVISORD, "-n", "-c",
-                                                            os.path.join(ROOT, "supervisord.conf")], env=self.env())
-        wait_for(lambda: all(state == "RUNNING" for state, _ in self.status().values()), 60, 0.2,
-                 "all services RUNNING")
+        self.supervisord = self.procs.start("supervisord", [SUPERVISORD, "-n", "-c", self.supervisor_conf],
+                                            env=self.env())
+        wait_for(self._all_running, 60, 0.2, "all services RUNNING")
         return self
 
+    def _all_running(self) -> bool:
+        if self.supervisord.poll() is not None:
+            raise RuntimeError(f"supervisord exited with code {self.supervisord.returncode}: {self.tail('supervisord')}")
+        states = self.status()
+        return len(states) == len(SERVICES) and all(state == "RUNNING" for state, _ in states.values())
+
     def _sim_up(self):
+        if self.sim.poll() is not None:
+            raise RuntimeError(f"the simulators exited with code {self.sim.returncode}: {self.tail('sim')}")
         try:
             return requests.get(self.control_url + "/state", timeout=1).ok
         except requests.RequestException:
@@ -195,7 +217,7 @@ class Stack:
 
     # --- supervisord
     def supervisorctl(self, *args: str) -> str:
-        out = subprocess.run([SUPERVISORCTL, "-c", os.path.join(ROOT, "supervisord.conf"), *args],
+        out = subprocess.run([SUPERVISORCTL, "-c", self.supervisor_conf, *args],
                              capture_output=True, text=True, timeout=30, env={**os.environ, **self.env()})
         return out.stdout
 
@@ -215,6 +237,6 @@ class Stack:
         return Subscriber(self.rundir, topics=list(topics))
 
     def log(self, service: str) -> str:
-        path = os.path.join(ROOT, "log", f"{service}.log")
+        path = os.path.join(self.folder, f"{service}.log")
         with open(path, errors="replace") as handle:
             return handle.read()
