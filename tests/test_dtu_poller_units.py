@@ -109,7 +109,7 @@ def test_host_forms_and_backoff():
     assert base_url("192.168.1.5") == "http://192.168.1.5"
     assert base_url("dtu:8080") == "http://dtu:8080"
     assert base_url("http://dtu:8080/") == "http://dtu:8080"
-    assert [backoff_s(2, n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+    assert [backoff_s(2, n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 10, 10, 10]
     assert backoff_s(2, 1, DtuRateLimited("x", 60)) == 60
 
 

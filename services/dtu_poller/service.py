@@ -19,7 +19,7 @@ from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
 
 log = logging.getLogger("dtu_poller")
 
-BACKOFF_CAP_S = 30.0
+BACKOFF_CAP_S = 10.0      # a local gateway: after it recovers, control resumes within 10 s
 RETRY_AFTER_CAP_S = 300.0
 FIRMWARE_RETRY_S = 300.0
 MODEL_RETRY_S = 30.0
@@ -40,7 +40,7 @@ class LockedPublisher:
 
 
 def backoff_s(poll_interval_s: float, error_count: int, error: Optional[DtuError] = None) -> float:
-    """Exponential from the poll interval, capped at 30 s; a 429's Retry-After is honoured (up to 300 s)."""
+    """Exponential from the poll interval, capped at 10 s; a 429's Retry-After is honoured (up to 300 s)."""
     delay = min(BACKOFF_CAP_S, poll_interval_s * (2 ** max(0, min(error_count - 1, 10))))
     if isinstance(error, DtuRateLimited) and error.retry_after_s:
         delay = max(delay, min(error.retry_after_s, RETRY_AFTER_CAP_S))
