@@ -419,6 +419,18 @@ def _command(state: State, inv: Inverter, pct: float, now: float, reason: str) -
     return True
 
 
+def _hold_ineligible(state: State, now: float, p: Params) -> None:
+    """Inverters that cannot be controlled (no fresh data, unreachable, off grid, not producing, too hot) sit
+    at their minimum (before the law, so that it counts them at that)."""
+    for serial in state.order:
+        inv = state.inverters[serial]
+        why = protection.ineligible_reason(inv, now, p)
+        if why is not None:
+            safe = p.min_percent if inv.cmd_pct is None else min(inv.cmd_pct, p.min_percent)
+            if _command(state, inv, safe, now, f"minimum: {why}"):
+                state.reasons.append(f"{serial}: minimum {safe:g} % ({why})")
+
+
 def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
     if not fig.safe:
         for serial in state.order:
@@ -427,13 +439,7 @@ def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
             if _command(state, inv, safe, now, "safe minimum: " + fig.unsafe_why):
                 state.reasons.append(f"{serial}: safe minimum {safe:g} % ({fig.unsafe_why})")
     else:
-        for serial in state.order:
-            inv = state.inverters[serial]
-            why = protection.ineligible_reason(inv, now, p)
-            if why is not None:
-                safe = p.min_percent if inv.cmd_pct is None else min(inv.cmd_pct, p.min_percent)
-                if _command(state, inv, safe, now, f"minimum: {why}"):
-                    state.reasons.append(f"{serial}: minimum {safe:g} % ({why})")
+        _hold_ineligible(state, now, p)
     invs = [state.inverters[s] for s in state.order]
     max_ws = [inv.max_w() or p.unknown_max_w for inv in invs]
     total = 0.0
@@ -583,6 +589,8 @@ def step(state: State, events, now: float, params: Params):
             state.status_due = True
 
     command = lambda inv, pct, t, why: _command(state, inv, pct, t, why)  # noqa: E731
+    if fig.safe and state.order:
+        _hold_ineligible(state, now, p)
     if p.law == "seed":
         if now >= state.seed.next_loop_t:
             state.seed.next_loop_t = max(state.seed.next_loop_t + p.seed_loop_interval_s, now)

@@ -83,14 +83,17 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
             # (capping the estimate always made bench day worse: 135/256 Wh instead of 142/208 Wh)
             reported = min(reported, inv.applied_pct * inv.max_w() / 100.0)
         output_w += reported
-    fixed_w = 0.0        # what the other inverters will deliver (at their minimum, or nothing)
+    others_now_w = 0.0   # what the other inverters deliver now (part of the load estimate)
+    fixed_w = 0.0        # what they will deliver (at their minimum, or nothing)
     fixed_cmd_w = 0.0
     for inv in others:
         fixed_cmd_w += inv.cmd_w()
-        if inv.reachable and inv.on_grid() and inv.producing:
-            fixed_w += min(inv.ac_power_w or 0.0, inv.cmd_w())
+        if protection.fresh(inv, now, p) and inv.ac_power_w is not None:
+            others_now_w += inv.ac_power_w
+            if inv.reachable and inv.on_grid() and inv.producing:
+                fixed_w += min(inv.ac_power_w, inv.cmd_w())
     gain = p.raise_gain if error_w > 0 else p.reduce_gain
-    wanted_w = output_w + gain * error_w
+    wanted_w = output_w + others_now_w + gain * error_w
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(wanted_w - fixed_w, 0.0), cap_w)
     if error_w < 0:
