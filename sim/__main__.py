@@ -99,7 +99,8 @@ class SimApp:
         base = args.port_base
         self.dtu = OpenDtuSimulator(self.plant, port=base, firmware=args.firmware, password=args.dtu_password,
                                     poll_interval_s=args.poll_interval, failure_timeout_s=args.failure_timeout,
-                                    limit_readback_s=args.limit_readback, seed=args.seed)
+                                    limit_readback_s=args.limit_readback, seed=args.seed,
+                                    retry_after_s=args.retry_after)
         self.devices: dict[str, object] = {"opendtu": self.dtu}
         self.devices["grid"] = ShellySimulator(self.plant, args.grid_model, "grid", port=base + 1,
                                                password=args.grid_password, seed=args.seed)
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--firmware", default="v25.9.11", help="OpenDTU git_hash, e.g. v24.1.26 (legacy live data)")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="OpenDTU radio poll interval, s")
     parser.add_argument("--failure-timeout", type=float, default=10.0, help="s until an unacked limit is Failure")
+    parser.add_argument("--retry-after", type=int, default=60, help="Retry-After (s) of the OpenDTU's 429 answers")
     parser.add_argument("--limit-readback", type=float, default=30.0,
                         help="s after DTU boot until limit_relative is read back (0 before)")
     parser.add_argument("--grid-model", choices=sorted(shelly_mod.MODELS), default="shem")

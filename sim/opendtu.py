@@ -66,9 +66,11 @@ class OpenDtuSimulator(SimHttpServer):
     def __init__(self, plant: Plant, host: str = "127.0.0.1", port: int = 0, firmware: str = "v25.9.11",
                  password: str = "openDTU42", poll_interval_s: float = 1.0, *, ack_min_s: float = 0.2,
                  ack_max_s: float = 2.0, failure_timeout_s: float = 10.0, limit_readback_s: float = 30.0,
-                 reboot_s: float = 3.0, hang_s: float = 30.0, seed: int = 1, hostname: str = "OpenDTU-1A2B3C"):
+                 reboot_s: float = 3.0, hang_s: float = 30.0, seed: int = 1, hostname: str = "OpenDTU-1A2B3C",
+                 retry_after_s: int = 60):
         super().__init__(host, port, hang_s=hang_s)
         self.plant = plant
+        self.retry_after_s = retry_after_s     # what a real OpenDTU sends with 429 (out of memory) is 60
         self.firmware = firmware
         self.fw = parse_firmware(firmware)
         self.password = password
@@ -120,7 +122,7 @@ class OpenDtuSimulator(SimHttpServer):
             return json_response({"message": "500 Internal Server Error: handleRequest, 131", "code": 1007,
                                   "type": "danger"}, 500)
         if fault == "http429":
-            return text_response("Too Many Requests", 429, headers=[("Retry-After", "60")])
+            return text_response("Too Many Requests", 429, headers=[("Retry-After", str(self.retry_after_s))])
         if fault == "html":
             return self._webapp()
         if fault == "null":
