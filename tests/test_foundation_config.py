@@ -112,3 +112,24 @@ def test_readme_config_reference_matches_the_schema():
     end = readme.index("<!-- config-reference:end -->")
     assert readme[start:end].strip() == markdown_reference().strip(), \
         "regenerate with scripts/update_docs.py"
+
+
+@pytest.mark.parametrize("section, key, bad", [
+    ("opendtu", "timeout", "soon"), ("grid_meter", "type", "gen9"), ("balcony_meter", "poll_interval", "0"),
+    ("relay", "interval", "-5"), ("control", "law", "pid"), ("venus", "acload_instance", "x"),
+    ("bus", "log_level", "LOUD"),
+])
+def test_a_config_error_in_each_section_stops_each_service_with_code_2(tmp_path, rundir, section, key, bad):
+    extra = {section: {key: bad}}
+    if section == "balcony_meter":
+        extra[section]["host"] = "127.0.0.1:9"
+    if section == "relay":
+        extra[section].update(keepalive_url="http://127.0.0.1:9/relay/0?turn=on&timer=900",
+                              switchoff_url="http://127.0.0.1:9/relay/0?turn=off")
+    path = write_config(str(tmp_path), base_sections(rundir, **extra))
+    for service in ("dtu_poller", "shelly_poller", "controller", "venus_publisher"):
+        out = subprocess.run([PYTHON, "-m", f"services.{service}", "--config", path], capture_output=True,
+                             text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 2, (service, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"[{section}] {key} = '{bad}'" in lines[0] and path in lines[0], (service, lines)
