@@ -7,8 +7,7 @@ control-notes §5 (definitions in bench/metrics.py).
 --trace CSV        `t_s,load_w[,balcony_w]` at 1 Hz (instead of a built-in scenario)
 --scenario NAME    fridge | kettle | hob | overload | balcony_clouds | day (default kettle)
 --plant JSON       plant description (default bench/plants/default.json; fields in bench/plantcfg.py)
---policy NAME ...  project seed dpl hze oracle oracle_delay (default: these six); also project_predict, the
-                   proposed predictive law (bench/predictive.py, bench/PROPOSAL.md)
+--policy NAME ...  project seed dpl hze oracle oracle_delay (default: these six)
 --dead-time S      override every inverter's dead time
 --json             one JSON object per policy, one per line (JSON Lines), keys: policy, scenario, dead_time_s,
                    export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus

@@ -350,7 +350,7 @@ class CorePolicy:
 
 
 POLICIES = ("project", "seed", "dpl", "hze", "oracle", "oracle_delay")
-EXTRA_POLICIES = ("project_predict",)     # proposals measured in the bench (bench/PROPOSAL.md), not run by default
+EXTRA_POLICIES: tuple = ()               # proposals measured in the bench, not run by default (none now)
 
 
 def make_policy(name: str):
@@ -362,7 +362,4 @@ def make_policy(name: str):
         return HzePolicy()
     if name == "oracle_delay":
         return OracleDelayPolicy()
-    if name == "project_predict":
-        from bench.predictive import PredictivePolicy
-        return PredictivePolicy()
     raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})")

@@ -12,8 +12,7 @@ baseline on both" is not a goal any controller can meet (the table shows both co
                           [--policy NAME ...] [--param NAME=VALUE ...]
 
 `--param` changes a field of the project law's Params (services/controller/params.py) for this run only, to try
-tunings. Exit code 0 when every cell passes for `project`, 1 otherwise. With `--policy ... project_predict` the proposed
-predictive law (bench/predictive.py) is scored against the same goals too.
+tunings. Exit code 0 when every cell passes for `project`, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scenario", nargs="+", default=list(SCENARIOS))
     parser.add_argument("--dead-time", nargs="+", type=float, default=list(DEAD_TIMES))
     parser.add_argument("--policy", nargs="+", default=list(POLICIES),
-                        help="default: the six policies; add project_predict to score the proposal too")
+                        help="default: the six policies")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="JSON Lines: every policy row, then one goals row")
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
         cells = [_cell(job) for job in jobs]
     all_pass = True
     verdict_lines = []
-    candidates = [c for c in ("project", "project_predict") if c in args.policy]
+    candidates = [c for c in ("project",) if c in args.policy]
     for job, rows in zip(jobs, cells):
         if args.json:
             for row in rows:

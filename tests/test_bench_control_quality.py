@@ -190,14 +190,14 @@ def test_command_line_json_and_plot(tmp_path):
     assert proc.returncode == 2
 
 
-def test_predictive_proposal_learns_the_dead_time_and_controls():
+def test_project_law_learns_the_dead_time_in_the_bench_and_controls():
     from bench.loop import ClosedLoop
-    from bench.predictive import PredictivePolicy
+    from bench.policies import CorePolicy
     plant = load_plant().with_dead_time(8.0)
-    policy = PredictivePolicy(dead_time_s=2.0)
+    policy = CorePolicy("project", dead_time_initial_s=2.0)
     result = ClosedLoop(_short_trace(), plant, policy, seed=1, validate=True).run()
-    learned = [bank.dead_time_s for bank in policy.banks.values()]
+    learned = [bank.dead_time_s for bank in policy.state.project.banks.values()]
     assert learned and all(6.0 <= d <= 10.0 for d in learned), learned
-    rows = run_policies(_short_trace(), plant, ["project_predict", "oracle_delay"], seed=1)
+    rows = run_policies(_short_trace(), plant, ["project", "oracle_delay"], seed=1)
     assert rows[0]["cost_wh"] < 2.0 * rows[1]["cost_wh"]
     assert result.commands > 0

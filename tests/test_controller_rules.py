@@ -1,6 +1,7 @@
 """Table-driven tests of every seed rule (numbers from seed-behaviour.md) and of the project law's gating."""
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from common import messages as m
 from services.controller import budget, core, distribution, filters, lifesignal, season
 from services.controller.model import Inverter, Season
 from services.controller.params import Params
+from services.controller.response_model import DeadTimeBank, InverterModel
 from services.controller.settings import validate_setting
 from tests.test_controller_support import (Driver, ack, balcony, battery, dtu_status, grid, inverter,
                                            meter_status, setting)
@@ -479,24 +481,27 @@ def test_project_deadbeat_step_spread_over_all_inverters():
     assert any("project raise" in r for r in got[m.CTRL_STATUS][-1]["reasons"])
 
 
-def test_project_waits_for_ack_then_post_ack_data_then_a_newer_meter_sample():
-    d = _project(("A",), limit=10.0)
+def test_project_does_not_stack_commands_in_the_dead_time_and_counts_the_predicted_ramp():
+    d = _project(("A",), limit=10.0)                   # 40 W reported, dead time 2 s until learned
     t = d.now
     d.step([grid(300, t + 0.1)], dt=0.1)
-    first = d.inv("A").cmd_pct
-    d.step([grid(250, t + 1.0)], dt=0.9)
-    assert d.inv("A").cmd_pct == first                 # in flight: no stacking
-    d.step([ack("A", first, sent_t=t + 0.1, latency_s=1.0)], dt=0.3)   # effective at t + 1.1
-    d.step([grid(200, t + 1.5)], dt=0.2)
-    assert d.inv("A").cmd_pct == first                 # no inverter data after the ack yet
-    d.step([inverter("A", t + 1.0, first, ac_power_w=100)], dt=0.1)    # sample before the ack: not enough
-    d.step([grid(200, t + 2.0)], dt=0.5)
-    assert d.inv("A").cmd_pct == first
-    d.step([inverter("A", t + 2.5, first, ac_power_w=300)], dt=0.6)
-    assert d.inv("A").cmd_pct == first                 # the meter sample is older than the data
-    d.step([grid(50, t + 3.0)], dt=0.5)
-    # total = 300 + 50 - 25 = 325 W of 400 W -> 81 % -> max 80 %
-    assert d.inv("A").cmd_pct == 80.0
+    first = d.inv("A").cmd_pct                         # 300 + 40 - 25 = 315 W of 400 W -> 78 %
+    assert first == 78.0
+    assert d.last(m.CTRL_SETPOINT)["grid_sample_t_mono"] == t + 0.1
+    d.step([ack("A", first, sent_t=t + 0.1, latency_s=1.0)], dt=0.9)    # in force at t + 1.1
+    for k in range(1, 4):                              # inside the dead time: the grid still shows 300 W
+        d.step([grid(300, t + 1.0 + 0.5 * k)], dt=0.5)
+        assert d.inv("A").cmd_pct == first
+    bank = d.state.project.banks["A"]
+    assert bank.dead_time_s == 2.0
+    assert abs(bank.output_at(t + 2.7, 40.0, t - 0.5) - 40.0) < 1e-6       # nothing before ack + dead time
+    assert 40.0 < bank.output_at(t + 4.0, 40.0, t - 0.5) < 312.0            # on its way
+    # the meter sees the ramp as the model predicts it, the last report is still the old 40 W: no new command
+    for k in range(1, 12):
+        now_t = t + 3.0 + 0.5 * k
+        d.step([grid(340.0 - bank.output_at(now_t, 40.0, t - 0.5), now_t)], dt=0.5)
+        assert d.inv("A").cmd_pct == first, k
+    assert any("no change" in r for status in d.out[m.CTRL_STATUS][-5:] for r in status["reasons"])
 
 
 def test_project_export_reduces_at_once_without_waiting_for_inverter_data():
@@ -508,7 +513,7 @@ def test_project_export_reduces_at_once_without_waiting_for_inverter_data():
     # output 400 - 300 - 25 = 75 W total: too little for 10 % each, so B sits at 1 % (4 W) and A gets the
     # remaining 71 W -> 17 %
     assert d.limits() == {"A": 17.0, "B": 1.0}
-    assert any("fast reduce" in r for r in d.last(m.CTRL_STATUS)["reasons"])
+    assert any("project reduce" in r and "output est. 400 W" in r for r in d.last(m.CTRL_STATUS)["reasons"])
 
 
 @pytest.mark.parametrize("total_w, max_ws, active_min, expected", [
@@ -544,11 +549,13 @@ def test_project_respects_the_total_cap_in_one_step():
 
 
 def test_project_within_deadband_changes_nothing():
-    d = _project(("A",), limit=10.0)
-    d.step([grid(30, d.now)], dt=0.1)
-    assert d.inv("A").pending_pct is None
-    d.step([], dt=1.0)
-    assert any("deadband" in r for r in d.last(m.CTRL_STATUS)["reasons"])
+    d = _project(("A",), limit=10.0)                   # 40 W; deadbands 2 W up, 10 W down
+    for grid_w in (26, 20, 16, 26.9):                  # wanted total 41 / 35 / 31 / 41.9 W
+        d.step([grid(grid_w, d.now + 3.0)], dt=3.0)
+        assert d.inv("A").pending_pct is None and d.inv("A").cmd_pct == 10.0
+    assert any("no change" in r for status in d.out[m.CTRL_STATUS][-3:] for r in status["reasons"])
+    d.step([grid(14, d.now + 0.1)], dt=0.1)            # 29 W: 11 W less
+    assert d.inv("A").cmd_pct == 7.0
 
 
 def test_project_failed_command_is_retried_from_the_limit_in_force():
@@ -558,7 +565,8 @@ def test_project_failed_command_is_retried_from_the_limit_in_force():
     wanted = d.inv("A").cmd_pct
     d.step([ack("A", wanted, outcome="timeout")], dt=0.5)
     assert d.inv("A").cmd_pct == 10.0 and d.inv("A").applied_pct == 10.0
-    d.step([inverter("A", t + 1.0, 10.0), grid(300, t + 1.2)], dt=0.7)
+    assert d.state.project.banks["A"].last_ack_t is None      # a failed command never reaches the output model
+    d.step([inverter("A", t + 1.0, 10.0), grid(300, t + 2.5)], dt=2.0)
     assert d.inv("A").cmd_pct == wanted
 
 
@@ -634,9 +642,10 @@ def test_params_from_config():
     text = ("[opendtu]\nhost = h\ninverter_restart_min_interval_s = 900\n[grid_meter]\nhost = g\n"
             "[balcony_meter]\nhost = b\n[relay]\nkeepalive_url = http://r/on\nswitchoff_url = http://r/off\n"
             "interval = 60\n[control]\nlaw = seed\nzero_point = 40\nmin_percent = 2\nseed_loop_interval = 4\n"
-            "raise_gain = 0.7\n[venus]\n[bus]\n")
+            "tau_up_s = 0.7\nmin_command_interval_s = 5\n[venus]\n[bus]\n")
     p = Params.from_config(parse_config(text))
-    assert (p.law, p.zero_point, p.min_percent, p.seed_loop_interval_s, p.raise_gain) == ("seed", 40, 2.0, 4.0, 0.7)
+    assert (p.law, p.zero_point, p.min_percent, p.seed_loop_interval_s, p.tau_up_s) == ("seed", 40, 2.0, 4.0, 0.7)
+    assert p.min_command_interval_s == 5.0
     assert (p.relay_interval_s, p.balcony_configured, p.restart_min_interval_s) == (60.0, True, 900.0)
     p = Params.from_config(parse_config(text.replace("[balcony_meter]\nhost = b\n", "")))
     assert p.balcony_configured is False and p.max_feed_in == 700
@@ -661,9 +670,16 @@ def test_project_reduction_never_raises_a_limit_while_inverters_still_ramp_down(
     assert d.limits() == {"A": 1.0, "B": 1.0} and d.inv("A").pending_pct == 1.0   # new: minimum, in flight
     d.step([grid(-900, t + 0.1)], dt=0.1)
     d.step([ack("A", 1.0), ack("B", 1.0)], dt=0.5)
+    # still 380 W each: the load is 760 - 800 < 0, nothing to raise while they ramp down
     d.step([inverter("A", t + 1.0, 1.0, ac_power_w=380), inverter("B", t + 1.0, 1.0, ac_power_w=380, index=1),
-            grid(-700, t + 1.2)], dt=3.0)
+            grid(-800, t + 1.2)], dt=3.0)
     assert d.limits() == {"A": 1.0, "B": 1.0}
+    for k in range(1, 10):   # ramping down as the model expects (ack at t + 0.6, dead time 2 s): the same load
+        bank_a, bank_b = d.state.project.banks["A"], d.state.project.banks["B"]
+        now_t = t + 1.2 + k
+        out_w = bank_a.output_at(now_t, 380, t + 1.0) + bank_b.output_at(now_t, 380, t + 1.0)
+        d.step([grid(-40 - out_w, now_t)], dt=1.0)
+        assert d.limits() == {"A": 1.0, "B": 1.0}, k
 
 
 def test_project_rotates_the_preference_order_in_steady_state_only_every_interval():
@@ -719,3 +735,76 @@ def test_project_counts_an_uncontrollable_inverter_in_the_load_but_not_in_the_ne
     d.step([grid(300, t + 0.1), inverter("B", t, 10.0, ac_power_w=40.0, index=1, temperature_c=60.0)], dt=0.1)
     # load - target = 300 + 40 (A) + 40 (B) - 25 = 355 W; B will give 4 W: A gets 351 W -> 87 % -> max 80 %
     assert d.limits() == {"A": 80.0, "B": 1.0}
+
+
+# ------------------------------------------------------------------ project law: output model
+
+def test_response_model_follows_an_ack_after_the_dead_time_with_the_lag():
+    bank = DeadTimeBank(tau_up_s=1.5, tau_down_s=3.0, t0=0.0, u0=100.0, initial_s=5.0)
+    assert bank.dead_time_s == 6.0 or bank.dead_time_s == 4.5       # nearest candidate to 5 s
+    bank = DeadTimeBank(tau_up_s=1.5, tau_down_s=3.0, t0=0.0, u0=100.0, initial_s=6.0)
+    bank.on_ack(10.0, 300.0)
+    assert bank.model.at(15.7) == 100.0                               # dead time: nothing yet
+    # one tau after: ~63 % (the model works in 0.25 s steps: up to one step early)
+    assert abs(bank.model.at(16.0 + 1.5) - (300 - 200 * math.exp(-1))) < 15
+    assert abs(bank.model.at(30.0) - 300.0) < 1.0
+    bank.on_ack(30.0, 50.0)                                           # down: slower (tau 3 s)
+    assert abs(bank.model.at(36.0 + 3.0) - (50 + 250 * math.exp(-1))) < 15
+    # reported + change since the report: a constant offset (saturation) stays measured
+    assert abs(bank.output_at(37.0, 280.0, 35.0) - (280.0 + bank.model.at(37.0) - bank.model.at(35.0))) < 1e-9
+
+
+@pytest.mark.parametrize("true_dead_s", [2.0, 8.0, 15.0])
+def test_response_model_learns_the_dead_time_from_the_reports(true_dead_s):
+    """A 'real' inverter (the same lag, dead time true_dead_s) reports every 1.3 s while limits change every 20 s;
+    the bank, started at 2 s, picks the true dead time."""
+    plant = InverterModel(1.5, 3.0, 0.0, 100.0)
+    bank = DeadTimeBank(1.5, 3.0, 0.0, 100.0, initial_s=2.0)
+    t = 0.0
+    for k in range(30):
+        target = (100.0, 350.0, 200.0)[k % 3]
+        plant.add_target(t + true_dead_s, target)
+        bank.on_ack(t, target)
+        end = t + 20.0
+        while t < end:
+            t += 1.3
+            bank.on_report(t, plant.at(t) + (k % 2) * 0.5)       # a little noise
+    assert bank.dead_time_s == true_dead_s
+
+
+def test_project_learns_the_dead_time_in_a_closed_loop_and_says_so():
+    """The core against a tiny plant: inverter output = the lag model with an 8 s dead time after each ack."""
+    d = _project(("A",), limit=10.0, min_command_interval_s=0.0)
+    plant = InverterModel(1.5, 3.0, d.now - 2.0, 40.0)
+    load = lambda t: 200.0 + (250.0 if int(t // 30) % 2 else 0.0)   # noqa: E731
+    acked = 10.0
+    for k in range(400):
+        t = d.now + 0.5
+        events = [grid(load(t) - plant.at(t), t)]
+        cmd = d.inv("A").cmd_pct
+        if cmd != acked:
+            events.append(ack("A", cmd, sent_t=t - 0.3, latency_s=0.2))
+            plant.add_target(t - 0.1 + 8.0, cmd * 4.0)
+            acked = cmd
+        if k % 3 == 0:
+            events.append(inverter("A", t - 0.5, acked, ac_power_w=plant.at(t - 0.5)))
+        d.step(events, dt=0.5)
+    assert d.state.project.banks["A"].dead_time_s == 8.0
+    said = [r for s in d.out[m.CTRL_STATUS] for r in s["reasons"] if "dead time of A now estimated" in r]
+    assert said and said[-1].startswith("project: dead time of A now estimated 8 s")
+
+
+def test_project_keeps_the_command_spacing_per_inverter():
+    d = _project(("A",), limit=10.0, min_command_interval_s=2.0)
+    t = d.now
+    d.step([grid(300, t + 0.1)], dt=0.1)
+    first = d.inv("A").cmd_pct
+    d.step([grid(-200, t + 1.0)], dt=0.9)                 # export, but A was commanded 0.9 s ago
+    assert d.inv("A").cmd_pct == first
+    assert "command spacing of A" in d.step([], dt=0.5)[m.CTRL_STATUS][-1]["reasons"][0]
+    d.step([grid(-200, t + 2.2)], dt=0.7)                 # 2.1 s after: the reduction goes out
+    assert d.inv("A").cmd_pct < first
+    assert d.last(m.CTRL_SETPOINT)["grid_sample_t_mono"] == t + 2.2
+    # the cap is no law decision: it cuts at once, whatever the spacing
+    d.step([setting("s", "max_feed_in", 20), grid(-200, t + 2.5)], dt=0.3)
+    assert sum(pct * 4.0 for pct in d.limits().values()) <= 20.0

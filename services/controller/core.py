@@ -256,8 +256,6 @@ def _on_ack(state: State, body: dict, now: float, p: Params) -> None:
             if value is not None:
                 inv.applied_pct = value
             inv.ack_t = effective_t
-            if effective_t > state.project.last_ack_t:
-                state.project.last_ack_t = effective_t
             inv.failures = 0
             if matches:
                 inv.pending_pct = inv.pending_t = None
@@ -411,6 +409,7 @@ def _command(state: State, inv: Inverter, pct: float, now: float, reason: str) -
         return False
     inv.cmd_pct = pct
     inv.cmd_reason = reason
+    inv.cmd_t = now
     if inv.applied_pct is None or abs(pct - inv.applied_pct) >= PCT_SAME:
         inv.pending_pct, inv.pending_t = pct, now
     else:
@@ -594,7 +593,8 @@ def step(state: State, events, now: float, params: Params):
     if p.law == "seed":
         if now >= state.seed.next_loop_t:
             state.seed.next_loop_t = max(state.seed.next_loop_t + p.seed_loop_interval_s, now)
-            seed_law.run(state, now, p, fig, command)
+            if seed_law.run(state, now, p, fig, command) is not False and state.setpoint_dirty:
+                state.decision_grid_t = state.grid_t
             state.status_due = True
     elif fig.safe:
         if project_law.run(state, now, p, fig, command) and state.setpoint_dirty:
@@ -612,6 +612,8 @@ def step(state: State, events, now: float, params: Params):
     if state.order and (state.setpoint_dirty or now >= state.next_setpoint_t):
         limits = _limits(state, p)
         body = {"limits": limits, "reason": state.reasons[-1] if state.reasons else "repeat"}
+        if state.decision_grid_t is not None:
+            body["grid_sample_t_mono"] = state.decision_grid_t
         if state.restart_requests:
             body["restart"] = state.restart_requests
             state.restart_requests = []

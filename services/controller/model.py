@@ -25,6 +25,7 @@ class Inverter:
     cmd_reason: str = "start"
     pending_pct: Optional[float] = None      # a changed limit not yet acknowledged
     pending_t: Optional[float] = None
+    cmd_t: Optional[float] = None            # when the commanded limit last changed (command spacing)
     applied_pct: Optional[float] = None      # last limit known to be in force (ack ok or DTU read-back)
     ack_t: Optional[float] = None            # when the last limit change became effective (ack ok)
     failures: int = 0                        # consecutive failed limit commands
@@ -96,7 +97,7 @@ class SeedLaw:
 @dataclass(slots=True)
 class ProjectLaw:
     used_grid_t: float = float("-inf")       # sample_t_mono of the last grid sample acted on
-    last_ack_t: float = float("-inf")        # newest limit ack (any inverter)
+    banks: dict = field(default_factory=dict)   # serial -> response_model.DeadTimeBank (output model)
     wait: str = "start"                      # what the law is waiting for (status)
     next_rotate_t: float = float("-inf")     # -inf: not yet started
 
@@ -144,6 +145,7 @@ class State:
     stale: list = field(default_factory=list)
     # output bookkeeping
     setpoint_dirty: bool = True
+    decision_grid_t: Optional[float] = None  # grid sample_t_mono of the last decision that changed a limit
     restart_requests: list = field(default_factory=list)
     dtu_reboot_request: bool = False
     next_setpoint_t: Optional[float] = None

@@ -54,13 +54,12 @@ class Params:
     relay_interval_s: float = 300.0
     relay_first_decision_s: float = 30.0
     # project law tuning (bench/control_quality tunes these)
-    raise_gain: float = 1.0
-    reduce_gain: float = 1.0
-    raise_deadband_w: float = 20.0
-    reduce_deadband_w: float = 20.0
-    fast_reduce_below_w: float = 0.0
-    fast_reduce_settle_s: float = 2.0
-    meter_guard_s: float = 0.0
+    raise_deadband_w: float = 2.0              # W, a raise of the total smaller than this is not commanded
+    reduce_deadband_w: float = 10.0            # W, a reduction of the total smaller than this is not commanded
+    tau_up_s: float = 1.5                      # output model: lag towards a higher limit
+    tau_down_s: float = 3.0                    # output model: lag towards a lower limit
+    dead_time_initial_s: float = 2.0           # output model: dead time assumed until learned
+    min_command_interval_s: float = 2.0        # per inverter, between two limit changes by the law
 
     def __post_init__(self):
         if self.law not in LAWS:

@@ -1,0 +1,117 @@
+"""What an inverter delivers after a limit change: the project law's output model (pure, time only as arguments).
+
+An acknowledged limit takes effect after a dead time (radio round-robin, the inverter's own delay) and is then
+approached as a first-order lag (tau up / tau down). The law uses the model only for the *change* since the
+inverter's last report:
+
+    u(t_grid) = reported(t_report) + model(t_grid) - model(t_report)
+
+so in steady state it is the reported output (saturation, minimum limits and undershoot are measured, not
+assumed), and during the dead time and the ramp the model supplies what the report cannot know yet.
+
+The dead time differs between installations (2..15 s) and is learned: `DeadTimeBank` runs one model per candidate
+dead time and uses the one whose predicted *changes* between consecutive reports fit the reported changes best
+(EWMA of the squared error): robust to continuous commanding and to a constant offset.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Optional
+
+STEP_S = 0.25                 # model resolution
+KEEP_POINTS = 800             # ~200 s of trajectory kept per model
+CANDIDATES_S = (0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0)
+ERROR_WEIGHT = 0.03           # EWMA weight of one report's squared error
+
+
+class InverterModel:
+    """Expected AC output of one inverter from its acknowledged limits, for one dead time."""
+
+    __slots__ = ("a_up", "a_down", "ts", "us", "targets", "changes")
+
+    def __init__(self, tau_up_s: float, tau_down_s: float, t0: float, u0: float):
+        self.a_up = 1.0 - math.exp(-STEP_S / max(tau_up_s, 1e-3))
+        self.a_down = 1.0 - math.exp(-STEP_S / max(tau_down_s, 1e-3))
+        self.ts = [t0]
+        self.us = [u0]
+        self.targets = [u0]
+        self.changes: list = []            # [(effective_t, target_w)] not yet reached by the trajectory
+
+    def add_target(self, effective_t: float, target_w: float) -> None:
+        """From `effective_t` on the output moves towards `target_w` (a trajectory already past it is redone)."""
+        if effective_t < self.ts[-1]:
+            i = max(1, bisect.bisect_right(self.ts, effective_t))
+            del self.ts[i:], self.us[i:], self.targets[i:]
+            self.changes = [c for c in self.changes if c[0] < effective_t]
+        self.changes.append((effective_t, target_w))
+        self.changes.sort()
+
+    def at(self, t: float) -> float:
+        ts, us = self.ts, self.us
+        while ts[-1] < t:
+            t_next = ts[-1] + STEP_S
+            target = self.targets[-1]
+            while self.changes and self.changes[0][0] <= t_next:
+                target = self.changes.pop(0)[1]
+            u = us[-1]
+            u += (target - u) * (self.a_up if target > u else self.a_down)
+            ts.append(t_next)
+            us.append(u)
+            self.targets.append(target)
+        if len(ts) > KEEP_POINTS:
+            half = KEEP_POINTS // 2
+            del ts[:half], us[:half], self.targets[:half]
+        if t <= ts[0]:
+            return us[0]
+        i = bisect.bisect_left(ts, t)
+        t0, t1 = ts[i - 1], ts[i]
+        return us[i - 1] + (us[i] - us[i - 1]) * (t - t0) / (t1 - t0)
+
+
+class DeadTimeBank:
+    """One model per candidate dead time; the best fit of reported changes is the estimate."""
+
+    __slots__ = ("models", "errors", "best", "last_report", "last_ack_t")
+
+    def __init__(self, tau_up_s: float, tau_down_s: float, t0: float, u0: float, initial_s: float):
+        self.models = [InverterModel(tau_up_s, tau_down_s, t0, u0) for _ in CANDIDATES_S]
+        nearest = min(range(len(CANDIDATES_S)), key=lambda i: abs(CANDIDATES_S[i] - initial_s))
+        self.errors = [0.0 if i == nearest else 1.0 for i in range(len(CANDIDATES_S))]
+        self.best = nearest
+        self.last_report: Optional[tuple] = None
+        self.last_ack_t: Optional[float] = None
+
+    @property
+    def dead_time_s(self) -> float:
+        return CANDIDATES_S[self.best]
+
+    @property
+    def model(self) -> InverterModel:
+        return self.models[self.best]
+
+    def on_ack(self, ack_t: float, target_w: float) -> None:
+        """A limit worth `target_w` became effective in the DTU at `ack_t`."""
+        self.last_ack_t = ack_t
+        for d, m in zip(CANDIDATES_S, self.models):
+            m.add_target(ack_t + d, target_w)
+
+    def on_report(self, sample_t: float, reported_w: float) -> bool:
+        """An inverter report; True when the dead time estimate changed."""
+        before = self.best
+        if self.last_report is not None and sample_t > self.last_report[0]:
+            t0, r0 = self.last_report
+            seen = reported_w - r0
+            for i, m in enumerate(self.models):
+                err = seen - (m.at(sample_t) - m.at(t0))
+                self.errors[i] = (1.0 - ERROR_WEIGHT) * self.errors[i] + ERROR_WEIGHT * err * err
+            self.best = min(range(len(self.errors)), key=self.errors.__getitem__)
+        self.last_report = (sample_t, reported_w)
+        return self.best != before
+
+    def output_at(self, t: float, reported_w: Optional[float], report_t: Optional[float]) -> float:
+        """The output expected at `t`: the last report plus the model's change since, or the model alone."""
+        m = self.model
+        if reported_w is None or report_t is None:
+            return m.at(t)
+        return reported_w + m.at(t) - m.at(report_t)
