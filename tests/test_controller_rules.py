@@ -468,7 +468,7 @@ def _project(serials=("A", "B"), limit=10.0, running=True, **changes):
         for serial in serials:
             inv = d.inv(serial)
             inv.cmd_pct = inv.applied_pct = limit
-            inv.pending_pct = inv.pending_t = None
+            inv.pending_pct = inv.pending_t = inv.cmd_t = None
     return d
 
 

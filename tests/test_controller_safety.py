@@ -5,6 +5,8 @@ A small mirror model, written from the rules (not from the core), tracks what th
     battery is unknown), balcony = its reading, or 500 W when the configured balcony meter is unreadable;
   * with a stale grid sample or no (fresh) battery state, no inverter's limit ever goes up;
   * the relay is never kept alive while the grid or the battery input is stale;
+  * project law: no inverter's limit goes up less than min_command_interval_s after its previous change (a fall
+    back to the limit in force after a failed command is no change);
   * every output validates against common/messages.py, and no input crashes the core.
 """
 from __future__ import annotations
@@ -144,6 +146,7 @@ def _run(law, balcony_configured, actions):
     mirror = Mirror(balcony_configured)
     now = 5000.0
     last_limits = {}
+    changed_t = {}
     for dt, evs in actions:
         now += dt
         for ev in evs:
@@ -160,6 +163,16 @@ def _run(law, balcony_configured, actions):
                     if serial in last_limits:
                         assert pct <= last_limits[serial] + 1e-9, (serial, last_limits[serial], pct)
             assert all(0 <= pct <= 100 for pct in limits.values())
+            reasons = {item["serial"]: item["reason"] for item in body["limits"]}
+            for serial, pct in limits.items():
+                old = last_limits.get(serial)
+                if reasons[serial].startswith("last command"):
+                    continue        # back to the limit in force after a failure: nothing sent to the inverter
+                if old is None or pct != old:
+                    if law == "project" and old is not None and pct > old:
+                        assert now - changed_t[serial] >= params.min_command_interval_s - 1e-9, \
+                            (serial, old, pct, now - changed_t[serial])
+                    changed_t[serial] = now
             last_limits = limits
         for body in got.get(m.CTRL_RELAY, []):
             if body["on"]:

@@ -130,7 +130,8 @@ def _inverter(state: State, serial: str, now: float, p: Params) -> Inverter:
         # that command is in flight like any other
         start_pct = min(p.min_percent, state.known_cmd_pct.get(serial, p.min_percent))
         inv = Inverter(serial=serial, cmd_pct=start_pct, cmd_reason="new inverter: minimum until controlled",
-                       max_power_w=state.known_max_w.get(serial), pending_pct=start_pct, pending_t=now)
+                       max_power_w=state.known_max_w.get(serial), pending_pct=start_pct, pending_t=now,
+                       cmd_t=now)
         state.inverters[serial] = inv
         state.order.append(serial)
         state.setpoint_dirty = True
