@@ -10,7 +10,8 @@ simulated day); callers must use the returned state and not keep the old referen
 whenever that part changed.
 
 Layers, in order, on every call: ingest events -> life signal (each interval; while off, every loop) -> the law
-(`project_law` on every new meter sample, `seed_law` every seed_loop_interval_s) -> every seed_loop_interval_s:
+(`project_law` with its output model `response_model` on every new meter sample, `seed_law` every
+seed_loop_interval_s) -> every seed_loop_interval_s:
 recovery requests and the sustained-export counter -> safety (stale grid, no battery or life signal off: only
 toward less output, safe minimum limits; ineligible inverters at minimum; total cap) -> outputs.
 
