@@ -351,3 +351,31 @@ def test_inverter_disappearing_and_appearing(procs, rundir, sim, plant, bus):
              15, "the returning inverter's samples at index 0")
     bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark2) if b["serial"] == serials[0] and b["outcome"] == "ok"],
              15, "its limit applied")
+
+
+def test_reader_reads_limit_status_only_until_the_ratings_are_known(sim, plant):
+    """Footprint: once every rating (max_power) is known a poll is the summary plus one ?inv= per inverter; the
+    published max_power_w and limit_pct stay what /api/limit/status and livedata say."""
+    from services.dtu_poller.reader import Reader
+    from services.dtu_poller.service import PollLoop
+    from services.dtu_poller.writer import Inventory
+    out = []
+    client = OpenDtuClient(sim.url, "admin", PASSWORD, 2.0)
+    loop = PollLoop(client, Reader(can_control=True), lambda t, b: out.append((t, b)), Inventory(), 0.3)
+    serials = serials_of(plant)
+
+    def ratings_and_models_known():
+        loop.step()
+        return set(loop._ratings) == set(serials) and set(loop.reader.models) == set(serials)
+    wait_for(ratings_and_models_known, 15, what="ratings and models")
+    before = sim.requests_served
+    for _ in range(3):
+        loop.step()
+    assert sim.requests_served - before == 3 * (1 + len(serials))
+    out.clear()
+    wait_for(lambda: loop.step() is not None and any(t == m.DTU_INVERTER for t, _b in out), 10, interval_s=0.1,
+             what="a sample")
+    bodies = [b for t, b in out if t == m.DTU_INVERTER]
+    rated = {inv.serial: inv.max_power_w for inv in plant.inverters}
+    assert all(b["max_power_w"] == rated[b["serial"]] for b in bodies)
+    assert all(b["limit_pct"] is None or 0 < b["limit_pct"] <= 100 for b in bodies)

@@ -1,6 +1,6 @@
 """The dtu_poller process: one poll thread (reader), one writer thread, the main thread on the bus.
 
-Each thread has its own OpenDtuClient (requests.Session). HTTP never blocks the bus handling: the main thread
+Each thread has its own OpenDtuClient. HTTP never blocks the bus handling: the main thread
 only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not thread-safe, so every
 publish goes through one lock.
 """
@@ -13,7 +13,7 @@ from typing import Optional
 from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
-from services.dtu_poller.client import DtuError, DtuRateLimited, OpenDtuClient
+from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
 
@@ -23,6 +23,7 @@ BACKOFF_CAP_S = 10.0      # a local gateway: after it recovers, control resumes 
 RETRY_AFTER_CAP_S = 300.0
 FIRMWARE_RETRY_S = 300.0
 MODEL_RETRY_S = 30.0
+RATING_REFRESH_S = 600.0   # /api/limit/status is read for max_power only until each inverter's rating is known
 
 
 class LockedPublisher:
@@ -58,6 +59,25 @@ class PollLoop:
         self.stop_event = threading.Event()
         self._firmware_tried_t: Optional[float] = None
         self._model_tried_t: dict = {}
+        self._ratings: dict = {}                # serial -> max_power_w (> 0) from /api/limit/status
+        self._ratings_t: Optional[float] = None
+
+    def _limits(self, summary) -> dict:
+        """serial -> LimitStatus for the reader: only max_power is needed from /api/limit/status (limit_relative
+        is the same value livedata carries), and the rating of an inverter does not change, so the endpoint is
+        read only while a rating is unknown (0 until the DTU read DevInfo) and every RATING_REFRESH_S. The writer
+        reads it on its own while a command is in flight."""
+        if not summary:
+            return {}
+        now = self.clock.monotonic()
+        if any(inv.serial not in self._ratings for inv in summary) or self._ratings_t is None \
+                or now - self._ratings_t >= RATING_REFRESH_S:
+            statuses = self.client.limit_status()
+            self._ratings_t = now
+            self._ratings = {serial: st.max_power_w for serial, st in statuses.items()
+                             if st.max_power_w is not None and st.max_power_w > 0}
+            return statuses
+        return {inv.serial: LimitStatus(None, self._ratings[inv.serial], "Unknown") for inv in summary}
 
     def poll_once(self) -> PollResult:
         summary = self.client.livedata_summary()
@@ -67,7 +87,7 @@ class PollLoop:
             if live is None:            # gone between the two calls
                 continue
             lives[inv.serial] = (live, self.client.last_arrival_t, live.age_resolution_s)
-        limits = self.client.limit_status() if summary else {}
+        limits = self._limits(summary)
         return PollResult(summary=summary, lives=lives, limits=limits, t_mono=self.clock.monotonic())
 
     def _firmware(self, now: float) -> None:
