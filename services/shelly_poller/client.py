@@ -1,7 +1,7 @@
 """Small Shelly device clients (in the spirit of aioshelly): detection, Gen1 EM/3EM, Gen2+ EM1/EM meters.
 
-Facts: ../shared/reference/shelly-api.md. Every request has a timeout. Credentials travel only in a requests
-auth object (Gen1: Basic with the configured user; Gen2+: Digest SHA-256, user always `admin`), never in a URL.
+Facts: ../shared/reference/shelly-api.md. Every request has a timeout. Credentials travel only in an
+Authorization header (Gen1: Basic with the configured user; Gen2+: Digest SHA-256, user always `admin`), never in a URL.
 Every answer is hostile input: HTML, garbage, null, NaN, missing fields and implausible numbers are errors of
 named kinds (ShellyError subclasses); an optional value that is unusable is None, never 0.
 
@@ -9,14 +9,17 @@ The parsers (`parse_*`) are pure functions of the decoded JSON, so they are test
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
 import json
 import math
+import os
+import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from urllib.parse import urlsplit
-
-import requests
-from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
+from urllib.parse import urlencode, urlsplit
 
 from common.clock import SYSTEM_CLOCK
 from common.logsetup import redact_url
@@ -118,12 +121,89 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password={'***' if self.password else ''!r})"
 
 
+@dataclass
+class Answer:
+    """A complete HTTP answer: status, headers (case-insensitive `get`), body bytes."""
+    status_code: int
+    headers: Any
+    content: bytes
+
+
+def _basic_header(username: str, password: str) -> str:
+    def enc(text: str) -> bytes:
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError:
+            return text.encode("utf-8")
+    return "Basic " + base64.b64encode(enc(username) + b":" + enc(password)).decode("ascii")
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
+_DIGEST_HASHES = {"MD5": "md5", "MD5-SESS": "md5", "SHA-256": "sha256", "SHA-256-SESS": "sha256",
+                  "SHA-512": "sha512", "SHA-512-SESS": "sha512"}
+
+
+class DigestAuth:
+    """HTTP Digest (RFC 7616) as Shelly Gen2+ uses it: SHA-256 (or MD5), qop=auth, opaque. After the first
+    challenge the header is sent up front with a counting nc; a 401 with a new nonce is answered once."""
+
+    def __init__(self, username: str, password: str):
+        self.username, self.password = username, password
+        self.challenge: Optional[dict] = None
+        self.nc = 0
+
+    def on_challenge(self, header: str) -> bool:
+        """Take a `WWW-Authenticate: Digest ...` header; False when it is not a usable Digest challenge."""
+        if not header.strip().lower().startswith("digest"):
+            return False
+        params = {k.lower(): (v[1:-1].replace('\\"', '"') if v.startswith('"') else v)
+                  for k, v in _CHALLENGE_PARAM.findall(header.strip()[6:])}
+        algorithm = (params.get("algorithm") or "MD5").upper()
+        qops = [q.strip() for q in (params.get("qop") or "").split(",") if q.strip()]
+        if "nonce" not in params or algorithm not in _DIGEST_HASHES or (qops and "auth" not in qops):
+            return False
+        params["algorithm"], params["qop"] = algorithm, "auth" if qops else None
+        if self.challenge is None or self.challenge.get("nonce") != params["nonce"]:
+            self.nc = 0
+        self.challenge = params
+        return True
+
+    def header(self, method: str, uri: str) -> Optional[str]:
+        c = self.challenge
+        if c is None:
+            return None
+        name = _DIGEST_HASHES[c["algorithm"]]
+
+        def h(text: str) -> str:
+            return hashlib.new(name, text.encode("utf-8")).hexdigest()
+        realm, nonce = c.get("realm", ""), c["nonce"]
+        self.nc += 1
+        nc, cnonce = f"{self.nc:08x}", os.urandom(8).hex()
+        ha1 = h(f"{self.username}:{realm}:{self.password}")
+        if c["algorithm"].endswith("-SESS"):
+            ha1 = h(f"{ha1}:{nonce}:{cnonce}")
+        ha2 = h(f"{method}:{uri}")
+        if c["qop"]:
+            response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        else:
+            response = h(f"{ha1}:{nonce}:{ha2}")
+        parts = [f'username="{self.username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
+                 f'response="{response}"', f'algorithm={c["algorithm"]}']
+        if c.get("opaque") is not None:
+            parts.append(f'opaque="{c["opaque"]}"')
+        if c["qop"]:
+            parts += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
+        return "Digest " + ", ".join(parts)
+
+
 class ShellyHttp:
     """GET JSON from one device with a timeout, the right auth scheme and strict decoding.
 
-    auth_mode: "basic" (Gen1, sent up front), "digest" (Gen2+, SHA-256 as challenged; requests' HTTPDigestAuth
-    handles algorithm=SHA-256, qop=auth, opaque, and a new nonce on each 401), or "auto" (no auth until a 401,
-    then the scheme the device's WWW-Authenticate asks for; for relay URLs of unknown generation).
+    auth_mode: "basic" (Gen1, sent up front), "digest" (Gen2+, SHA-256 as challenged: DigestAuth handles
+    algorithm=SHA-256, qop=auth, opaque, and a new nonce on a 401), or "auto" (no auth until a 401, then the
+    scheme the device's WWW-Authenticate asks for; for relay URLs of unknown generation).
+    HTTP/1.1 over http.client, one connection per request, no proxies or .netrc from the environment
+    (requests cost several times the CPU per call: see bench.footprint).
     """
 
     def __init__(self, base: str, *, timeout_s: float, credentials: Credentials = Credentials(),
@@ -131,89 +211,102 @@ class ShellyHttp:
         if auth_mode not in ("basic", "digest", "auto"):
             raise ValueError(f"auth_mode {auth_mode!r}")
         self.base = base_url(base)
-        self.host = urlsplit(self.base).netloc.rsplit("@", 1)[-1]
+        parts = urlsplit(self.base)
+        self._https = parts.scheme == "https"
+        self.host = parts.netloc.rsplit("@", 1)[-1]
         self.timeout_s = float(timeout_s)
         self.credentials = credentials
         self.auth_mode = auth_mode
         self.clock = clock
-        self._auth: Optional[AuthBase] = self._make_auth(auth_mode)
-        self._session = requests.Session()
-        self._session.trust_env = False      # no proxies or .netrc credentials from the environment
+        self._scheme: Optional[str] = None       # basic | digest once known
+        self._digest: Optional[DigestAuth] = None
+        if credentials.password and auth_mode in ("basic", "digest"):
+            self._use(auth_mode)
 
-    def _make_auth(self, scheme: str) -> Optional[AuthBase]:
-        if not self.credentials.password:
-            return None
-        if scheme == "basic":
-            return HTTPBasicAuth(self.credentials.username, self.credentials.password)
+    def _use(self, scheme: str) -> None:
+        self._scheme = scheme
         if scheme == "digest":
-            return HTTPDigestAuth(GEN2_USER, self.credentials.password)
-        return None
+            self._digest = DigestAuth(GEN2_USER, self.credentials.password)
 
     def close(self) -> None:
-        self._session.close()
+        pass          # no connection outlives a request
 
-    def _reset_session(self) -> None:
-        self._session.close()
-        self._session = requests.Session()
-        self._session.trust_env = False
+    def _authorization(self, target: str) -> Optional[str]:
+        if self._scheme == "basic":
+            return _basic_header(self.credentials.username, self.credentials.password)
+        if self._scheme == "digest" and self._digest is not None:
+            return self._digest.header("GET", target)
+        return None
 
     def get(self, path_or_url: str, params: Optional[dict] = None) -> tuple[Any, float]:
         """GET and decode a JSON body. Returns (json, t_mono when the full response had arrived)."""
-        url = path_or_url if "://" in path_or_url else self.base + path_or_url
-        resp, t_mono, body = self._request(url, params, self._auth)
-        if resp.status_code == 401 and self.auth_mode == "auto" and self.credentials.password \
-                and self._auth is None:
-            challenge = resp.headers.get("WWW-Authenticate", "").strip().lower()
-            scheme = "digest" if challenge.startswith("digest") else "basic" if challenge.startswith("basic") \
-                else None
-            if scheme is not None:
-                self._auth = self._make_auth(scheme)
-                resp, t_mono, body = self._request(url, params, self._auth)
-        return self._decode(resp, body), t_mono
+        if "://" in path_or_url:
+            parts = urlsplit(path_or_url)
+            target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        else:
+            target = path_or_url
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(params)
+        resp, t_mono = self._request(target)
+        if resp.status_code == 401 and self.credentials.password:
+            challenge = (resp.headers.get("WWW-Authenticate") or "").strip()
+            retry = False
+            if self._scheme is None and self.auth_mode == "auto":
+                scheme = "digest" if challenge.lower().startswith("digest") \
+                    else "basic" if challenge.lower().startswith("basic") else None
+                if scheme is not None:
+                    self._use(scheme)
+                    retry = scheme == "basic"
+            if self._scheme == "digest" and self._digest is not None:
+                retry = self._digest.on_challenge(challenge)
+            if retry:
+                resp, t_mono = self._request(target)
+        return self._decode(resp, resp.content), t_mono
 
-    def _request(self, url: str, params, auth) -> tuple[requests.Response, float, bytes]:
+    def _request(self, target: str) -> tuple[Answer, float]:
         start = self.clock.monotonic()
+        headers = {"Accept": "application/json", "User-Agent": "dbus-opendtu", "Connection": "close"}
+        authorization = self._authorization(target)
+        if authorization:
+            headers["Authorization"] = authorization
+        conn = (http.client.HTTPSConnection if self._https else http.client.HTTPConnection)(
+            self.host, timeout=self.timeout_s)
         try:
-            resp = self._session.get(url, params=params, auth=auth, timeout=self.timeout_s, stream=True,
-                                     allow_redirects=False)
-            try:
-                body = bytearray()
-                for chunk in resp.iter_content(8192):
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        raise ShellyInvalidResponse(self.host, f"answer larger than {MAX_BODY_BYTES} bytes")
-                    # a device dripping bytes must not hold us far beyond the timeout
-                    if self.clock.monotonic() - start > 3 * self.timeout_s:
-                        raise ShellyTimeout(self.host, f"answer took longer than {3 * self.timeout_s:g} s")
-            finally:
-                resp.close()
-        except requests.Timeout:
-            self._reset_session()
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+            body = bytearray()
+            while True:
+                chunk = resp.read(8192)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise ShellyInvalidResponse(self.host, f"answer larger than {MAX_BODY_BYTES} bytes")
+                # a device dripping bytes must not hold us far beyond the timeout
+                if self.clock.monotonic() - start > 3 * self.timeout_s:
+                    raise ShellyTimeout(self.host, f"answer took longer than {3 * self.timeout_s:g} s")
+            answer = Answer(resp.status, resp.headers, bytes(body))
+        except (socket.timeout, TimeoutError):
             raise ShellyTimeout(self.host, f"no answer within {self.timeout_s:g} s") from None
-        except requests.ConnectionError as exc:
-            self._reset_session()
-            if "timed out" in str(exc):       # requests reports a read timeout inside the body this way
-                raise ShellyTimeout(self.host, f"answer stalled for {self.timeout_s:g} s") from None
+        except OSError as exc:
             raise ShellyConnectionError(self.host, f"cannot connect: {_short_reason(exc)}") from None
-        except requests.RequestException as exc:
-            self._reset_session()
+        except http.client.HTTPException as exc:
             raise ShellyConnectionError(self.host, f"request failed: {type(exc).__name__}") from None
-        except ShellyError:
-            self._reset_session()
-            raise
-        return resp, self.clock.monotonic(), bytes(body)
+        finally:
+            conn.close()
+        return answer, self.clock.monotonic()
 
-    def _decode(self, resp: requests.Response, body: bytes) -> Any:
+    def _decode(self, resp: Answer, body: bytes) -> Any:
         status = resp.status_code
         if status == 401:
             if not self.credentials.password:
                 raise ShellyAuthError(self.host, "the device requires a password, none is configured")
-            user = GEN2_USER if isinstance(self._auth, HTTPDigestAuth) else self.credentials.username
+            user = GEN2_USER if self._scheme == "digest" else self.credentials.username
             raise ShellyAuthError(self.host, f"authentication failed for user {user!r}: wrong password?")
         if status == 429:
             raise ShellyRateLimited(self.host, "too many requests (HTTP 429)")
         text = body.decode("utf-8", errors="replace")
-        looks_html = "html" in resp.headers.get("Content-Type", "").lower() or text.lstrip().startswith("<")
+        looks_html = "html" in (resp.headers.get("Content-Type") or "").lower() or text.lstrip().startswith("<")
         if not 200 <= status < 300:
             code, message = _rpc_error(text)
             if code == 429:
