@@ -42,7 +42,7 @@ def grid_now(st: Stack) -> float:
 
 
 def settle(st: Stack, load_w: float, timeout_s: float = SETTLE_S) -> float:
-    """Set the load and wait until the grid stays within the band of the target for 3 s; returns seconds taken."""
+    """Set the load and wait until the grid stays within the band of the target for 2 s; returns seconds taken."""
     st.set_load(load_w)
     start = time.monotonic()
     inside_since = [None]
@@ -51,12 +51,12 @@ def settle(st: Stack, load_w: float, timeout_s: float = SETTLE_S) -> float:
         grid = grid_now(st)
         if abs(grid - TARGET_W) <= SETTLED_BAND_W:
             inside_since[0] = inside_since[0] or time.monotonic()
-            return time.monotonic() - inside_since[0] >= 3
+            return time.monotonic() - inside_since[0] >= 2
         inside_since[0] = None
         return False
 
     wait_for(settled, timeout_s, 0.2, f"grid within {SETTLED_BAND_W} W of {TARGET_W} W at load {load_w} W")
-    return time.monotonic() - start - 3
+    return time.monotonic() - start - 2
 
 
 def commanded_totals_w(limit_log: list[dict]) -> list[float]:
@@ -171,7 +171,7 @@ def test_fault_modes_fail_safe(stack, device, kind, stale_input):
 
         wait_for(reaction, 45, 0, f"the controller to mark {stale_input} stale during {device} {kind}")
         stack.set_load(100)                                  # a load drop during the fault: output must not rise
-        time.sleep(4)  # observation window for the fault's effect on export
+        time.sleep(3)  # observation window for the fault's effect on export
         exported = export_wh(stack) - export_before
         new_cmds = stack.sim_state()["limit_log"][log_len:]
         print(f"{device} {kind}: export during the fault {exported:.2f} Wh; {len(new_cmds)} commands")
