@@ -28,6 +28,8 @@ PROCESS_VERSION = "1.0.0"
 CONNECTION = "TCP/IP (HTTP)"
 TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
 SAFETY_DRAIN_MS = 100
+REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
+                                   # one D-Bus refresh per burst, not one per message
 TICK_MS = 1000
 BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
 NAMES_FILE = "venus_publisher_names.json"
@@ -113,6 +115,7 @@ class VenusPublisher:
         self._last_battery_t = -1e9
         self._battery_idle = False
         self._sources: list[int] = []
+        self._refresh_source: Optional[int] = None
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -149,6 +152,9 @@ class VenusPublisher:
         return True       # the source stays until close() removes it
 
     def close(self) -> None:
+        if self._refresh_source is not None:
+            GLib.source_remove(self._refresh_source)
+            self._refresh_source = None
         for source in self._sources:
             GLib.source_remove(source)
         self._sources = []
@@ -283,13 +289,23 @@ class VenusPublisher:
         if not msgs:
             return
         now = self.clock.monotonic()
+        shown = False
         for msg in msgs:
-            self.inputs.on_message(msg.topic, msg.body, now)
+            shown = self.inputs.on_message(msg.topic, msg.body, now) or shown
             if msg.topic == m.CTRL_SETTINGS:
                 for req in self.settings.on_settings(msg.body):
                     log.info("controller confirmed %s (request %s): in force %r", req.name, req.request_id,
                              msg.body.get(req.name))
-        self.refresh(now)
+        if shown and self._refresh_source is None:
+            self._refresh_source = GLib.timeout_add(REFRESH_COALESCE_MS, self._on_refresh_timer)
+
+    def _on_refresh_timer(self) -> bool:
+        self._refresh_source = None
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("error in refresh")
+        return False
 
     # ------------------------------------------------------------ periodic
     def _on_tick(self) -> bool:

@@ -104,16 +104,20 @@ class Inputs:
     ctrl_status: Optional[Seen] = None
     ctrl_settings: Optional[Seen] = None
 
-    def on_message(self, topic: str, body: dict, now: float) -> None:
+    def on_message(self, topic: str, body: dict, now: float) -> bool:
+        """Store a message. Returns False when no shown value can change now: a topic not shown (ctrl.setpoint,
+        ctrl.relay, dtu.ack), or a status repeated unchanged (only its time moved; ages are redrawn each tick)."""
         seen = Seen(body, now)
         if topic == m.DTU_INVERTER:
             self.inverters[body["serial"]] = seen
         elif topic == m.DTU_STATUS:
+            same = self.dtu_status is not None and self.dtu_status.body == body
             self.dtu_status = seen
             keep = set(body["serials"])
             for serial in list(self.inverters):
                 if serial not in keep:
                     del self.inverters[serial]
+            return not same
         elif topic == m.DTU_ALARM:
             self.dtu_alarm = seen
         elif topic == m.METER_GRID:
@@ -121,13 +125,18 @@ class Inputs:
         elif topic == m.METER_BALCONY:
             self.balcony = seen
         elif topic == m.METER_STATUS:
+            last = self.meter_status.get(body["role"])
             self.meter_status[body["role"]] = seen
+            return last is None or last.body != body
         elif topic == m.RELAY_STATE:
             self.relay = seen
         elif topic == m.CTRL_STATUS:
             self.ctrl_status = seen
         elif topic == m.CTRL_SETTINGS:
             self.ctrl_settings = seen
+        else:
+            return False
+        return True
 
     # ------------------------------------------------------------ inventory and freshness
     def inventory(self) -> dict[int, str]:
