@@ -468,9 +468,13 @@ class RemoteService:
         self.ready = False
         self._on_change, self._on_ready = on_change, on_ready
         self._closed = False
+        # With `paths` given, one match per path: the daemon then does not wake us for the other paths' signals
+        # (a battery changes many values every second; we keep six).
         self._matches = [
             bus.add_signal_receiver(self._on_properties, signal_name="PropertiesChanged", dbus_interface=IFACE,
-                                    bus_name=name, path_keyword="path"),
+                                    bus_name=name, path_keyword="path", **({} if p is None else {"path": p}))
+            for p in ([None] if paths is None else sorted(paths))
+        ] + [
             bus.add_signal_receiver(self._on_items, signal_name="ItemsChanged", dbus_interface=IFACE,
                                     bus_name=name, path="/"),
         ]
