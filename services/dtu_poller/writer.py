@@ -474,16 +474,20 @@ class WriterLoop:
                 self._inventory_version = version
                 machine.on_inventory(serials, reachable, limits, poll_t)
             self._emit(machine.tick(self.clock.monotonic()))
+            # A new setpoint leaves at once; the HTTP reads below (flags, status of commands in flight for other
+            # inverters) would otherwise delay it by their round trips.
+            self._send_due()
             self._refresh_flags(serials)
             self._poll_status()
-            # Send every command that is due now (at most one per inverter is in flight).
-            for _ in range(32):
-                cmd = machine.next_command(self.clock.monotonic())
-                if cmd is None:
-                    break
-                self._send(cmd)
-                if self.stop_event.is_set():
-                    return
+            self._send_due()       # commands that became due with an ack seen just now
+
+    def _send_due(self) -> None:
+        """Send every command that is due now (at most one per inverter is in flight)."""
+        for _ in range(32):
+            cmd = self.machine.next_command(self.clock.monotonic())
+            if cmd is None or self.stop_event.is_set():
+                return
+            self._send(cmd)
 
     def _send(self, cmd: Command) -> None:
         sent_t = self.clock.monotonic()
