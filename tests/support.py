@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Callable, Optional
 
+from scripts.stack import wait_for as stack_wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 
@@ -21,15 +23,11 @@ def free_port() -> int:
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
              what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout_s`. Returns that value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`. Returns that value."""
+    try:
+        return stack_wait_for(predicate, timeout_s, interval_s, what)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def write_config(folder: str, sections: dict[str, dict[str, object]], name: str = "config.ini") -> str:
