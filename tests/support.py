@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from typing import Callable, Optional
 
 from scripts.stack import wait_for as stack_wait_for
