@@ -10,6 +10,7 @@ the DTU writer's `dtu.ack`; settings requests are repeated until `ctrl.settings`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 from collections import defaultdict
@@ -205,7 +206,8 @@ class Subscriber:
         """Next valid message, or None when `timeout_s` passes (None: wait forever, 0: don't wait)."""
         deadline = None if timeout_s is None else SYSTEM_CLOCK.monotonic() + timeout_s
         while True:
-            remaining_ms = None if deadline is None else max(0, int((deadline - SYSTEM_CLOCK.monotonic()) * 1000))
+            # rounded up: a poll(0) for the last fraction of a millisecond would spin until the deadline
+            remaining_ms = None if deadline is None else max(0, math.ceil((deadline - SYSTEM_CLOCK.monotonic()) * 1000))
             if not self.socket.poll(remaining_ms):
                 return None
             msg = self._take()
