@@ -808,3 +808,25 @@ def test_project_keeps_the_command_spacing_per_inverter():
     # the cap is no law decision: it cuts at once, whatever the spacing
     d.step([setting("s", "max_feed_in", 20), grid(-200, t + 2.5)], dt=0.3)
     assert sum(pct * 4.0 for pct in d.limits().values()) <= 20.0
+
+
+def test_woken_only_by_next_wake_t_the_stale_grid_is_acted_on_at_once():
+    """The shell sleeps until core.next_wake_t when no message comes: the safe reaction to a grid sample turning
+    stale must not wait for a periodic tick, and a deadline already passed must not make the shell spin."""
+    d = _project(("A",), limit=10.0)
+    grid_t = d.now + 0.1
+    d.step([grid(300, grid_t), battery()], dt=0.1)
+    assert d.inv("A").cmd_pct > 50
+    wakes = []
+    for _ in range(12):
+        wake = core.next_wake_t(d.state, d.params, d.now)
+        assert d.now < wake <= d.now + 3.0
+        wakes.append(wake)
+        d.step([], dt=wake - d.now)
+        if d.limits()["A"] == P.min_percent:
+            break
+    else:
+        raise AssertionError(f"never went to the safe minimum; woken at {wakes}")
+    assert grid_t + P.grid_stale_s < d.now <= grid_t + P.grid_stale_s + 0.01
+    # stale now, and staying so: the passed deadline is not a wake-up any more
+    assert core.next_wake_t(d.state, d.params, d.now) > d.now

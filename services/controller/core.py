@@ -640,3 +640,30 @@ def step(state: State, events, now: float, params: Params):
         state.settings_dirty = False
         state.next_settings_t = now + p.settings_interval_s
     return state, out
+
+
+STALE_WAKE_AFTER_S = 0.001
+
+
+def next_wake_t(state: State, params: Params, now: float) -> float:
+    """The earliest time after `now` at which `step` has time-driven work to do without a new message: a
+    periodic output, the life signal, a law's loop, or an input turning stale (so the safe reaction is not
+    delayed by a tick). Deadlines already passed are not counted (a stale input stays stale). The shell waits
+    for a message until then, and at most a second: anything not listed here is re-evaluated then."""
+    p = params
+    if state.start_t is None:
+        return now
+    deadlines = [state.next_relay_t, state.next_negative_tick_t, state.next_setpoint_t, state.next_status_t,
+                 state.next_settings_t]
+    if state.relay_wanted is False:
+        deadlines.append(state.next_relay_retry_t)
+    if p.law == "seed":
+        deadlines.append(state.seed.next_loop_t)
+    # an input is stale once its age is strictly above the limit: wake just after that
+    if state.grid_t is not None:
+        deadlines.append(state.grid_t + p.grid_stale_s + STALE_WAKE_AFTER_S)
+    if state.battery.recv_t is not None:
+        deadlines.append(state.battery.recv_t + p.battery_stale_s + STALE_WAKE_AFTER_S)
+    if state.balcony_t is not None:
+        deadlines.append(state.balcony_t + p.balcony_stale_s + STALE_WAKE_AFTER_S)
+    return min((t for t in deadlines if t > now), default=float("inf"))

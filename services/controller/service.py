@@ -9,7 +9,7 @@ from common.clock import SYSTEM_CLOCK
 from services.controller import core
 from services.controller.persist import StateStore
 
-TICK_S = 0.25
+MAX_WAIT_S = 1.0      # time-driven work is woken by core.next_wake_t; this bounds anything it does not list
 INPUT_TOPICS = ("meter.", "dtu.", "venus.", "relay.")
 
 
@@ -72,19 +72,19 @@ class ControllerService:
                 self.log.debug("%s", line)
 
     def run(self) -> None:
-        next_tick = self.clock.monotonic()
+        wake_t = self.clock.monotonic()
         while True:
-            timeout = max(0.0, next_tick - self.clock.monotonic())
-            msg = self.sub.recv(timeout)
+            now = self.clock.monotonic()
+            msg = self.sub.recv(max(0.0, wake_t - now))
             events = []
             if msg is not None:
                 events.append((msg.topic, msg.body))
                 events.extend((more.topic, more.body) for more in self.sub.drain())
             now = self.clock.monotonic()
-            if events or now >= next_tick:
+            if events or now >= wake_t:
                 self.handle(events)
-            if now >= next_tick:
-                next_tick = now + TICK_S
+                now = self.clock.monotonic()
+                wake_t = min(core.next_wake_t(self.state, self.params, now), now + MAX_WAIT_S)
 
     def close(self) -> None:
         self.sub.close()
