@@ -2,7 +2,7 @@
 MQTT) and to systemcalc/DVCC, takes the user's settings, and monitors the battery for the controller.
 
 GLib main loop; the ZeroMQ SUB socket's FD is watched with GLib.io_add_watch and drained fully on every edge,
-once after the watch is created and by a 100 ms safety timer; values are recomputed after each drained batch and
+once after the watch is created, after each publish and on each 1 s tick; values are recomputed after each drained batch and
 every second (staleness). Each exported service has its own private system-bus connection (common/vedbus.py).
 If the dbus-daemon goes away the process exits (libdbus) and its supervisor restarts it.
 

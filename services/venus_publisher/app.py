@@ -27,7 +27,6 @@ PROCESS_NAME = "dbus-opendtu venus_publisher"
 PROCESS_VERSION = "1.0.0"
 CONNECTION = "TCP/IP (HTTP)"
 TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
-SAFETY_DRAIN_MS = 100
 REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
                                    # one D-Bus refresh per burst, not one per message
 TICK_MS = 1000
@@ -132,7 +131,6 @@ class VenusPublisher:
         self._sources.append(GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN,
                                                _guarded(self._on_zmq)))
         self._drain()      # messages queued before the watch existed produce no new edge
-        self._sources.append(GLib.timeout_add(SAFETY_DRAIN_MS, _guarded(self._on_safety_timer)))
         self._sources.append(GLib.timeout_add(TICK_MS, _guarded(self._on_tick)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._sources.append(GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum))
@@ -280,10 +278,6 @@ class VenusPublisher:
         self._drain()
         return True
 
-    def _on_safety_timer(self) -> bool:
-        self._drain()
-        return True
-
     def _drain(self) -> None:
         msgs = self.sub.drain()
         if not msgs:
@@ -311,7 +305,7 @@ class VenusPublisher:
     def _on_tick(self) -> bool:
         now = self.clock.monotonic()
         self._retry_registrations()
-        self._send_settings(now)
+        self._send_settings(now)     # drains too: a lost FD edge delays messages by at most one tick
         self.refresh(now)
         if now - self._last_battery_t >= BATTERY_MAX_INTERVAL_S:
             self._publish_battery(now)
