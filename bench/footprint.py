@@ -56,12 +56,16 @@ def reaction_times(setpoints: dict[int, tuple[float, float | None]], acks: list[
     total, controller_part, writer_part = [], [], []
     for ack in sorted(acks, key=lambda a: a.get("sent_t_mono") or 0):
         sent = ack.get("sent_t_mono")
+        if sent is None:
+            continue
+        # every command occupies its inverter, also one whose setpoint was published before the window
+        was_busy_until = busy_until.get(ack["serial"], 0)
+        busy_until[ack["serial"]] = sent + (ack.get("latency_s") or 0)
         seq = ack.get("setpoint_seq")
-        if sent is None or seq not in setpoints:
+        if seq not in setpoints:
             continue
         sp_t, sample_t = setpoints[seq]
-        idle = busy_until.get(ack["serial"], 0) <= sp_t
-        busy_until[ack["serial"]] = sent + (ack.get("latency_s") or 0)
+        idle = was_busy_until <= sp_t
         if not idle or sample_t is None or sent < sp_t:
             continue
         total.append(sent - sample_t)
