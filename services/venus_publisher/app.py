@@ -30,6 +30,19 @@ TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
 REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
                                    # one D-Bus refresh per burst, not one per message
 TICK_MS = 1000
+# Which services a message can change (a refresh redraws only those; the 1 s tick redraws all, for staleness).
+# The acload carries the alarms, so everything reaches it.
+DCLOADS, DCSYSTEM, ACLOAD = "dcloads", "dcsystem", "acload"
+ALL_PARTS = frozenset((DCLOADS, DCSYSTEM, ACLOAD))
+_PARTS_BY_TOPIC_PREFIX = (("dtu.", ALL_PARTS), (m.RELAY_STATE, frozenset((DCSYSTEM, ACLOAD))))
+BATTERY_PARTS = frozenset((DCSYSTEM, ACLOAD))
+
+
+def parts_for(topic: str) -> frozenset:
+    for prefix, parts in _PARTS_BY_TOPIC_PREFIX:
+        if topic.startswith(prefix):
+            return parts
+    return frozenset((ACLOAD,))       # meter.*, ctrl.*
 BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
 NAMES_FILE = "venus_publisher_names.json"
 MAX_NAME_LEN = 64
@@ -115,6 +128,7 @@ class VenusPublisher:
         self._battery_idle = False
         self._sources: list[int] = []
         self._refresh_source: Optional[int] = None
+        self._dirty: set = set()
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -285,7 +299,9 @@ class VenusPublisher:
         now = self.clock.monotonic()
         shown = False
         for msg in msgs:
-            shown = self.inputs.on_message(msg.topic, msg.body, now) or shown
+            if self.inputs.on_message(msg.topic, msg.body, now):
+                shown = True
+                self._dirty |= parts_for(msg.topic)
             if msg.topic == m.CTRL_SETTINGS:
                 for req in self.settings.on_settings(msg.body):
                     log.info("controller confirmed %s (request %s): in force %r", req.name, req.request_id,
@@ -295,8 +311,9 @@ class VenusPublisher:
 
     def _on_refresh_timer(self) -> bool:
         self._refresh_source = None
+        parts, self._dirty = frozenset(self._dirty), set()
         try:
-            self.refresh()
+            self.refresh(parts=parts)
         except Exception:
             log.exception("error in refresh")
         return False
@@ -324,7 +341,7 @@ class VenusPublisher:
         if last is None or {k: v for k, v in body.items() if k != "age_s"} != \
                 {k: v for k, v in last.items() if k != "age_s"}:
             self._publish_battery(now, body)
-            self.refresh(now)
+            self.refresh(now, BATTERY_PARTS)
         return False
 
     def _publish_battery(self, now: float, body: Optional[dict] = None) -> None:
@@ -358,10 +375,28 @@ class VenusPublisher:
                 log.info("inverter %s (index %d): added %s", serial, index, svc.name)
                 self.dcloads[index] = (serial, svc)
 
-    def refresh(self, now: Optional[float] = None) -> None:
+    def refresh(self, now: Optional[float] = None, parts: frozenset = ALL_PARTS) -> None:
+        """Redraw the given services from the inputs (unchanged values emit nothing)."""
         now = self.clock.monotonic() if now is None else now
-        self._sync_dcloads()
+        if DCLOADS in parts:
+            self._refresh_dcloads(now)
         battery = self._battery_view()
+        if self.dcsystem is not None and DCSYSTEM in parts:
+            with self.dcsystem:
+                for path, value in dcsystem_values(self.inputs, battery, now, self.params).items():
+                    self.dcsystem[path] = value
+        if self.acload is not None and ACLOAD in parts:
+            alarms = alarm_levels(self.inputs, battery, now, self.params)
+            with self.acload:
+                for path, value in acload_values(self.inputs, now, self.params).items():
+                    self.acload[path] = value
+                for path, name in ALARM_PATHS.items():
+                    self.acload[path] = alarms[name]
+                for path in SETTINGS:
+                    self.acload[path] = self.settings.display(path)
+
+    def _refresh_dcloads(self, now: float) -> None:
+        self._sync_dcloads()
         dtu = self.inputs.dtu_status.body if self.inputs.dtu_status else {}
         firmware = dtu.get("firmware") or 0
         for _index, (serial, svc) in self.dcloads.items():
@@ -372,19 +407,6 @@ class VenusPublisher:
                 svc["/FirmwareVersion"] = firmware
                 if self.names.get(f"dcload:{serial}") is None:
                     svc["/CustomName"] = self._inverter_name(serial)
-        if self.dcsystem is not None:
-            with self.dcsystem:
-                for path, value in dcsystem_values(self.inputs, battery, now, self.params).items():
-                    self.dcsystem[path] = value
-        if self.acload is not None:
-            alarms = alarm_levels(self.inputs, battery, now, self.params)
-            with self.acload:
-                for path, value in acload_values(self.inputs, now, self.params).items():
-                    self.acload[path] = value
-                for path, name in ALARM_PATHS.items():
-                    self.acload[path] = alarms[name]
-                for path in SETTINGS:
-                    self.acload[path] = self.settings.display(path)
 
 
 def main(cfg, log_: logging.Logger) -> int:
