@@ -10,7 +10,7 @@ from services.dtu_poller.client import (DtuAuthError, DtuConnectionError, DtuInv
 from services.dtu_poller.reader import PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.service import backoff_s
 from services.dtu_poller.client import DtuRateLimited
-from services.dtu_poller.writer import WriterMachine, WriterParams
+from services.dtu_poller.writer import STATUS_POLL_S, WriterMachine, WriterParams
 
 SERIAL = "112182345678"
 
@@ -239,7 +239,7 @@ def test_writer_sends_clamped_follows_status_and_reports_latency():
     w.on_sent(cmd_b, 1.05, None, 1.1)
     assert w.next_command(1.1) is None                  # one in flight per inverter
     assert w.status_poll_due(1.1) == "limit"
-    assert w.status_poll_due(1.2) is None                # not faster than every 0.25 s
+    assert w.status_poll_due(1.1 + STATUS_POLL_S - 0.05) is None    # not faster than every STATUS_POLL_S
     out = w.on_limit_status({SERIAL: LimitStatus(2.0, 400, "Pending"), "b": LimitStatus(100, 400, "Failure")}, 1.3)
     [fail] = acks(out)
     assert fail["serial"] == "b" and fail["outcome"] == "failure" and fail["latency_s"] == pytest.approx(0.25)

@@ -22,7 +22,9 @@ from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, Lim
 
 log = logging.getLogger(__name__)
 
-STATUS_POLL_S = 0.25          # /api/limit/status while a command is pending
+IDLE_WAKE_S = 1.0             # nothing in flight: the watchdog and refreshes need no finer time (setpoints wake)
+STATUS_POLL_S = 0.5           # /api/limit/status while a command is pending (reference: ~0.5 s; faster polls
+                              # load the DTU's ESP32, and cost us CPU, for at most 0.25 s earlier acks)
 ACK_TOLERANCE_PCT = 1.0       # Ok + limit_relative within this of the sent value = acknowledged (HMS: whole %)
 SEND_THRESHOLD_PCT = 0.5      # smaller changes are not sent
 RETRY_AFTER_FAILURE_S = 5.0
@@ -404,7 +406,7 @@ class WriterMachine:
         """Seconds until something may be due (bounded, the loop also wakes on setpoints)."""
         if any(s.in_flight is not None for s in self.slots.values()):
             return STATUS_POLL_S
-        return 0.5
+        return IDLE_WAKE_S
 
 
 def _outcome_of(error: DtuError) -> str:
