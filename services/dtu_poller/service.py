@@ -181,7 +181,7 @@ def main(cfg, logger: logging.Logger) -> int:
         thread.start()
     try:
         while not failed.is_set():
-            msg = sub.recv(timeout_s=0.5)
+            msg = sub.recv(timeout_s=1.0)        # the timeout only bounds noticing a dead thread
             if msg is not None and msg.topic == m.CTRL_SETPOINT:
                 writer.submit(msg.body, msg.seq, msg.t_mono)
         return 1

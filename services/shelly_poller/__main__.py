@@ -52,7 +52,10 @@ def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
     dropped_seen = 0
     try:
         while True:
-            item = outbox.get(0.5)
+            now = clock.monotonic()
+            # wake for the next status message, and at least every second to notice a dead worker
+            status_in_s = min((STATUS_EVERY_S - (now - t) for t in last_status_t.values()), default=1.0)
+            item = outbox.get(min(1.0, max(0.01, status_in_s)))
             now = clock.monotonic()
             if item is not None:
                 topic, body = item

@@ -281,7 +281,7 @@ class RelayWorker:
         sub = Subscriber(self.rundir, topics=[m.CTRL_RELAY])
         try:
             while not self.stop.is_set():
-                msg = sub.recv(0.5)
+                msg = sub.recv(1.0)          # the timeout only bounds noticing the stop
                 if msg is None:
                     continue
                 pending = [msg] + sub.drain()
