@@ -53,6 +53,7 @@ def reaction_times(setpoints: dict[int, tuple[float, float | None]], acks: list[
     setpoints: envelope seq -> (envelope t_mono, grid_sample_t_mono). acks: dtu.ack bodies of limit commands.
     A POST counts only if nothing was in flight for its inverter when the setpoint arrived."""
     busy_until: dict[str, float] = {}
+    posted: set = set()
     total, controller_part, writer_part = [], [], []
     for ack in sorted(acks, key=lambda a: a.get("sent_t_mono") or 0):
         sent = ack.get("sent_t_mono")
@@ -62,8 +63,9 @@ def reaction_times(setpoints: dict[int, tuple[float, float | None]], acks: list[
         was_busy_until = busy_until.get(ack["serial"], 0)
         busy_until[ack["serial"]] = sent + (ack.get("latency_s") or 0)
         seq = ack.get("setpoint_seq")
-        if seq not in setpoints:
-            continue
+        if seq not in setpoints or (ack["serial"], seq) in posted:
+            continue            # a retry or a periodic refresh of the same setpoint is not a reaction
+        posted.add((ack["serial"], seq))
         sp_t, sample_t = setpoints[seq]
         idle = was_busy_until <= sp_t
         if not idle or sample_t is None or sent < sp_t:

@@ -38,3 +38,10 @@ def test_percentile_interpolates():
     assert percentile([], 99) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert percentile([5.0], 99) == 5.0
+
+
+def test_a_refresh_or_retry_of_the_same_setpoint_is_not_a_reaction():
+    setpoints = {5: (100.0, 99.99)}
+    acks = [_ack("A", 5, 100.002, 0.5), _ack("A", 5, 161.0, 0.5)]     # the writer's 60 s refresh
+    total, _c, _w = reaction_times(setpoints, acks)
+    assert total == pytest.approx([0.012])

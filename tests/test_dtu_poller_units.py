@@ -348,13 +348,15 @@ def test_read_back_limit_that_differs_from_the_ack_is_sent_again():
     w.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=2, now=2)
     assert w.next_command(2) is None
     w.on_inventory([SERIAL], {SERIAL}, {SERIAL: 100.0}, 5.0)      # inverter restarted: 100 %
-    assert w.next_command(5).limit_pct == 30
+    resend = w.next_command(5)
+    assert resend.limit_pct == 30 and not (resend.reason or "").startswith("refresh")
     w2 = machine(limit_refresh_s=60)
     w2.on_setpoint(setpoint((SERIAL, 30)), seq=1, msg_t=0, now=0)
     w2.on_sent(w2.next_command(0), 0.0, None, 0.1)
     w2.on_limit_status({SERIAL: LimitStatus(30, 400, "Ok")}, 0.5)
     w2.on_setpoint(setpoint((SERIAL, 30)), seq=2, msg_t=61, now=61)
-    assert w2.next_command(61).limit_pct == 30                   # periodic refresh
+    refresh = w2.next_command(61)
+    assert refresh.limit_pct == 30 and refresh.reason.startswith("refresh")   # periodic refresh, said so
 
 
 def test_limits_only_to_listed_and_reachable_inverters():

@@ -264,11 +264,12 @@ class WriterMachine:
                 return cmd
             if slot.desired_pct is None or serial not in self.reachable or self.commands_disabled(serial):
                 continue                  # only to inverters the DTU lists, reaches and may command
-            if slot.acked_pct is not None and not slot.failed \
-                    and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT \
-                    and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
+            unchanged = slot.acked_pct is not None and not slot.failed \
+                and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT
+            if unchanged and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
                 continue
-            cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, slot.desired_reason)
+            reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
+            cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, reason)
             slot.in_flight = _InFlight(cmd, None)
             return cmd
         return None
