@@ -110,6 +110,8 @@ _SETPOINT = {
     "limit_pct": F(NUM),                 # relative limit, % of max_power_w, already clamped by the controller
     "limit_w": F(OPT_NUM, False),        # the same in W, for display
     "reason": F(OPT_STR, False),
+    "on": F((bool,), False),             # False: stop the inverter (the cap is below its minimum output); True or
+                                         # absent: it may run
 }
 
 SCHEMAS: dict[str, dict] = {

@@ -830,3 +830,42 @@ def test_woken_only_by_next_wake_t_the_stale_grid_is_acted_on_at_once():
     assert grid_t + P.grid_stale_s < d.now <= grid_t + P.grid_stale_s + 0.01
     # stale now, and staying so: the passed deadline is not a wake-up any more
     assert core.next_wake_t(d.state, d.params, d.now) > d.now
+
+
+def _on(d):
+    return {item["serial"]: item.get("on", True) for item in d.last(m.CTRL_SETPOINT)["limits"]}
+
+
+def _wire_w(d, max_w=400.0):
+    """What the setpoint puts on the wire: running inverters at least at min_percent, stopped ones nothing."""
+    return sum(max(item["limit_pct"], P.min_percent) * max_w / 100.0
+               for item in d.last(m.CTRL_SETPOINT)["limits"] if item.get("on", True))
+
+
+def test_a_cap_below_the_minimum_outputs_stops_inverters_last_in_order_first():
+    d = _project(("A", "B"), limit=10.0)            # HM-400s: minimum output 1 % = 4 W each
+    d.step([setting("c1", "max_feed_in", 6), grid(300, d.now)], dt=0.1)
+    assert _on(d) == {"A": True, "B": False} and _wire_w(d) <= 6
+    d.step([setting("c2", "max_feed_in", 0), grid(300, d.now)], dt=0.5)
+    assert _on(d) == {"A": False, "B": False} and _wire_w(d) == 0
+
+
+def test_stopped_inverters_are_not_restarted_nor_alarmed_and_start_after_the_hold_time_with_margin():
+    d = _project(("A", "B"), limit=10.0, relay_first_decision_s=1e6)
+    d.step([setting("c1", "max_feed_in", 0), grid(300, d.now)], dt=0.1)
+    assert _on(d) == {"A": False, "B": False}
+    d.step([setting("c2", "max_feed_in", 700)], dt=30.0)
+    assert _on(d) == {"A": False, "B": False}, "started before the hold time"
+    d.step([setting("c3", "max_feed_in", 0)], dt=0.1)
+    restarts = []
+    for _ in range(30):                  # 300 s > producing_grace_s: stopped, so not "not producing"
+        t = d.now + 10.0
+        got = d.step([grid(300, t), battery(voltage_v=52.0, dcl_a=20.0)]
+                     + [inverter(s, t - 0.5, limit_pct=1.0, producing=False, index=i) for i, s in enumerate("AB")],
+                     dt=10.0)
+        restarts += [s for body in got.get(m.CTRL_SETPOINT, []) for s in body.get("restart", [])]
+    assert restarts == [] and d.last(m.CTRL_STATUS)["alarms"]["inverter"] == 0
+    d.step([setting("c4", "max_feed_in", 12)], dt=0.1)       # A's 4 W + the 10 W margin do not fit
+    assert _on(d) == {"A": False, "B": False}
+    d.step([setting("c5", "max_feed_in", 700)], dt=0.1)
+    assert _on(d) == {"A": True, "B": True}

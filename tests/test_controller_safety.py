@@ -2,7 +2,7 @@
 
 A small mirror model, written from the rules (not from the core), tracks what the controller may know:
   * the total commanded output never exceeds min(MaxFeedIn - balcony, V x DCL) (MaxFeedIn - balcony when the
-    battery is unknown), balcony = its reading, or 500 W when the configured balcony meter is unreadable;
+    battery is unknown), counted as on the wire (each running inverter at least min_percent; stopped: 0 W), balcony = its reading, or 500 W when the configured balcony meter is unreadable;
   * with a stale grid sample or no (fresh) battery state, no inverter's limit ever goes up;
   * the relay is never kept alive while the grid or the battery input is stale;
   * project law: no inverter's limit goes up less than min_command_interval_s after its previous change (a fall
@@ -156,8 +156,11 @@ def _run(law, balcony_configured, actions):
         stale = not (mirror.grid_fresh(now) and mirror.battery_ok(now))
         for body in got.get(m.CTRL_SETPOINT, []):
             limits = {item["serial"]: item["limit_pct"] for item in body["limits"]}
-            total = sum(pct * mirror.max_w.get(s, UNKNOWN_MAX_W) / 100.0 for s, pct in limits.items())
-            assert total <= mirror.cap(now) + 1e-6, (total, mirror.cap(now), limits)
+            running = {item["serial"] for item in body["limits"] if item.get("on", True)}
+            # on the wire: the writer raises a limit to min_percent; a stopped inverter delivers nothing
+            total = sum(max(pct, params.min_percent) * mirror.max_w.get(s, UNKNOWN_MAX_W) / 100.0
+                        for s, pct in limits.items() if s in running)
+            assert total <= mirror.cap(now) + 1e-6, (total, mirror.cap(now), limits, running)
             if stale:
                 for serial, pct in limits.items():
                     if serial in last_limits:

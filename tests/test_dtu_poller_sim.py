@@ -309,6 +309,38 @@ def test_watchdog_sends_minimum_and_releases(procs, rundir, sim, plant, bus):
     assert "commands are disabled" in proc.output()
 
 
+def test_stop_and_start_requests_switch_the_inverter_over_power_config(procs, rundir, sim, plant, bus):
+    serials = serials_of(plant)
+    start_service(procs, rundir, sim)
+    bus.wait(lambda: any(b["ok"] and b["serials"] == serials for b in bus.bodies(m.DTU_STATUS)), 15, "dtu up")
+    bus.setpoint = {"limits": [{"serial": s, "limit_pct": 20} for s in serials]}
+    bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok"} == set(serials),
+             15, "limits applied")
+    # stop the first: one power off, then no limits to it while it is stopped, even when its limit changes
+    mark = bus.mark()
+    bus.setpoint = {"limits": [{"serial": serials[0], "limit_pct": 1, "on": False}]
+                    + [{"serial": s, "limit_pct": 20} for s in serials[1:]]}
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["command"] == "power_off"
+                      and b["outcome"] == "ok"], 15, "power off acknowledged")
+    assert plant.inverters[0].enabled is False and all(inv.enabled for inv in plant.inverters[1:])
+    sent_before = len([e for e in sim.limit_log if e["serial"] == serials[0]])
+    bus.setpoint = {"limits": [{"serial": serials[0], "limit_pct": 5, "on": False}]
+                    + [{"serial": s, "limit_pct": 20} for s in serials[1:]]}
+    bus.wait(lambda: len(bus.bodies(m.DTU_STATUS, mark)) >= 3, 15, "a few polls")
+    assert len([e for e in sim.limit_log if e["serial"] == serials[0]]) == sent_before
+    assert len([b for b in bus.bodies(m.DTU_ACK, mark) if b["command"] == "power_off"]) == 1
+    # start it again: its limit first, then power on
+    mark = bus.mark()
+    bus.setpoint = {"limits": [{"serial": s, "limit_pct": 10, "on": True} for s in serials]}
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["command"] == "power_on"
+                      and b["outcome"] == "ok"], 20, "power on acknowledged")
+    assert plant.inverters[0].enabled is True
+    first = [b for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] == serials[0]]
+    assert [b["command"] for b in first][:2] == ["limit", "power_on"] and first[0]["limit_pct"] == 10
+    # the others were never stopped: nothing but limits for them
+    assert {b["command"] for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] != serials[0]} <= {"limit"}
+
+
 def test_without_password_read_only(procs, rundir, plant, bus):
     sim = make_sim(plant, firmware="v23.10.9", password=PASSWORD)
     try:

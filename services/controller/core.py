@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from services.controller import budget as budget_mod
-from services.controller import distribution, lifesignal, project_law, protection, season, seed_law
+from services.controller import distribution, lifesignal, project_law, protection, season, seed_law, stopping
 from services.controller.model import Inverter, Season, Settings, State
 from services.controller.params import Params
 from services.controller.settings import RANGES, validate_setting
@@ -441,16 +441,16 @@ def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
                 state.reasons.append(f"{serial}: safe minimum {safe:g} % ({fig.unsafe_why})")
     else:
         _hold_ineligible(state, now, p)
-    invs = [state.inverters[s] for s in state.order]
+    stopping.update(state, now, p, fig.cap_w)
+    invs = [state.inverters[s] for s in state.order if not state.inverters[s].stopped]
     max_ws = [inv.max_w() or p.unknown_max_w for inv in invs]
-    total = 0.0
-    for inv, m in zip(invs, max_ws):
-        if inv.cmd_pct is not None:
-            total += inv.cmd_pct * m / 100.0
+    # as on the wire: the writer raises every limit to min_percent (an inverter not commanded yet counts so too)
+    wire = [max(inv.cmd_pct if inv.cmd_pct is not None else p.min_percent, p.min_percent) for inv in invs]
+    total = sum(pct * m / 100.0 for pct, m in zip(wire, max_ws))
     if total <= fig.cap_w + 1e-6:
         return
     quantum = p.steps_percent if p.law == "seed" else p.quantum_pct
-    cut = distribution.cap_cuts([inv.cmd_pct or 0.0 for inv in invs], max_ws, fig.cap_w, quantum)
+    cut = distribution.cap_cuts(wire, max_ws, fig.cap_w, quantum, floor_pct=p.min_percent)
     for inv, pct in zip(invs, cut):
         if inv.cmd_pct is not None and pct < inv.cmd_pct:
             _command(state, inv, pct, now, f"total cap {fig.cap_w:.0f} W")
@@ -484,7 +484,7 @@ def _limits(state: State, p: Params) -> list:
         max_w = inv.max_w()
         out.append({"serial": serial, "limit_pct": pct,
                     "limit_w": round(pct * max_w / 100.0, 1) if max_w > 0 else None,
-                    "reason": inv.cmd_reason})
+                    "reason": inv.cmd_reason, "on": not inv.stopped})
     return out
 
 
@@ -493,7 +493,7 @@ def _alarms(state: State, now: float, p: Params, fig: Figures) -> dict:
     for inv in state.inverters.values():
         if inv.temp_alarm:
             temperature = 2
-        if protection.fresh(inv, now, p):
+        if protection.fresh(inv, now, p) and not inv.stopped:
             if not inv.reachable or (inv.on_grid() and not protection.producing_or_grace(inv, now, p)):
                 inverter = 2
         if inv.failures and inverter < 1:

@@ -64,23 +64,27 @@ def spread(total_w: float, max_ws: Sequence[float], quantum_pct: float, min_pct:
     return out
 
 
-def cap_cuts(pcts: Sequence[float], max_ws: Sequence[float], cap_w: float, quantum_pct: float) -> list[float]:
-    """Lower limits, last in preference order first, until sum(pct x max/100) <= cap_w. May go below the
-    minimum limit, down to 0 %: the cap (MaxFeedIn - balcony, V x DCL) is never exceeded."""
+def cap_cuts(pcts: Sequence[float], max_ws: Sequence[float], cap_w: float, quantum_pct: float,
+             floor_pct: float = 0.0) -> list[float]:
+    """Lower limits, last in preference order first, until sum(pct x max/100) <= cap_w: first down to `floor_pct`
+    (the lowest limit the writer sends; an inverter running below it would deliver more than its share), then, if
+    that is not enough, down to 0 % (the stopping delegate then stops inverters): the cap is never exceeded."""
     out = list(pcts)
     total_w = sum(p * m / 100.0 for p, m in zip(out, max_ws))
     cap_w = max(0.0, cap_w)
-    for i in range(len(out) - 1, -1, -1):
-        if total_w <= cap_w + 1e-6:
-            break
-        m = max_ws[i]
-        if m <= 0 or out[i] <= 0:
-            continue
-        cur_w = out[i] * m / 100.0
-        new_w = max(0.0, cur_w - (total_w - cap_w))
-        new_pct = floor_to(new_w * 100.0 / m, quantum_pct)
-        while new_pct > 0 and new_pct * m / 100.0 > new_w + 1e-9:
-            new_pct = max(0.0, round(new_pct - quantum_pct, 6))
-        total_w -= cur_w - new_pct * m / 100.0
-        out[i] = new_pct
+    for floor in ((floor_pct, 0.0) if floor_pct > 0 else (0.0,)):
+        for i in range(len(out) - 1, -1, -1):
+            if total_w <= cap_w + 1e-6:
+                break
+            m = max_ws[i]
+            if m <= 0 or out[i] <= floor:
+                continue
+            cur_w = out[i] * m / 100.0
+            new_w = max(floor * m / 100.0, cur_w - (total_w - cap_w))
+            new_pct = floor_to(new_w * 100.0 / m, quantum_pct)
+            while new_pct > floor and new_pct * m / 100.0 > new_w + 1e-9:
+                new_pct = max(floor, round(new_pct - quantum_pct, 6))
+            new_pct = max(new_pct, floor)
+            total_w -= cur_w - new_pct * m / 100.0
+            out[i] = new_pct
     return out

@@ -33,6 +33,8 @@ class Inverter:
     temp_alarm: bool = False
     not_producing_since: Optional[float] = None
     last_restart_req_t: Optional[float] = None
+    stopped: bool = False                    # stopped because the cap is below its minimum output (stopping.py)
+    stopped_t: float = float("-inf")
 
     def on_grid(self) -> bool:
         if self.ac_voltage_v is None:

@@ -88,7 +88,9 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     fixed_w = 0.0        # what they will deliver (at their minimum, or nothing)
     fixed_cmd_w = 0.0
     for inv in others:
-        fixed_cmd_w += inv.cmd_w()
+        if inv.stopped:                  # delivers nothing, counts nothing against the cap
+            continue
+        fixed_cmd_w += max(inv.cmd_pct or 0.0, p.min_percent) * inv.max_w() / 100.0   # as on the wire
         if protection.fresh(inv, now, p) and inv.ac_power_w is not None:
             others_now_w += inv.ac_power_w
             if inv.reachable and inv.on_grid() and inv.producing:
@@ -107,7 +109,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
         return True
     max_ws = [inv.max_w() for inv in controllable]
     pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
-    pcts = distribution.cap_cuts(pcts, max_ws, cap_w, p.quantum_pct)
+    pcts = distribution.cap_cuts(pcts, max_ws, cap_w, p.quantum_pct, floor_pct=p.min_percent)
     if all(pct == inv.cmd_pct for inv, pct in zip(controllable, pcts)):
         _say(state, "project: limits match the estimated load (limit steps), no change")
         _rotate(state, now, p)

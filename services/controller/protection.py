@@ -40,6 +40,8 @@ def fresh(inv: Inverter, now: float, p: Params) -> bool:
 
 def ineligible_reason(inv: Inverter, now: float, p: Params) -> Optional[str]:
     """Why this inverter must sit at its minimum, or None when it may be controlled."""
+    if inv.stopped:
+        return "stopped (the cap is below its minimum output)"
     if not fresh(inv, now, p):
         return "no fresh data"
     if inv.max_w() <= 0:
@@ -68,7 +70,7 @@ def recovery_requests(state: State, now: float, p: Params) -> None:
             any_reachable = True
         else:
             unreachable.append(serial)
-        if inv.reachable and inv.on_grid() and not producing_or_grace(inv, now, p):
+        if inv.reachable and inv.on_grid() and not inv.stopped and not producing_or_grace(inv, now, p):
             last = inv.last_restart_req_t
             if last is None or now - last >= p.restart_min_interval_s:
                 inv.last_restart_req_t = now

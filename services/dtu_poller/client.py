@@ -484,6 +484,10 @@ class OpenDtuClient:
         value = round(min(100.0, max(0.0, float(limit_pct))), 1)
         return self.post_command("/api/limit/config", {"serial": str(serial), "limit_type": 1, "limit_value": value})
 
+    def set_power(self, serial: str, on: bool) -> dict:
+        """Start (True) or stop (False) the inverter: /api/power/config {"power": bool}."""
+        return self.post_command("/api/power/config", {"serial": str(serial), "power": bool(on)})
+
     def restart_inverter(self, serial: str) -> dict:
         return self.post_command("/api/power/config", {"serial": str(serial), "restart": True})
 

@@ -58,7 +58,7 @@ class WriterParams:
 @dataclass
 class Command:
     """What the I/O shell must send now."""
-    kind: str                        # limit | restart | dtu_reboot
+    kind: str                        # limit | power_on | power_off | restart | dtu_reboot
     serial: Optional[str]
     limit_pct: Optional[float] = None
     setpoint_seq: Optional[int] = None
@@ -85,6 +85,9 @@ class _Slot:
     restart_seq: Optional[int] = None
     last_restart_t: Optional[float] = None
     fail_count: int = 0          # limit failures in a row (for log throttling)
+    desired_on: Optional[bool] = None   # the setpoint's "on": False = stop it, True = may run, None = not said
+    stopped: Optional[bool] = None      # True: we stopped it (power off acknowledged); False: we started it or
+                                        # it runs; None: unknown (assumed running, nothing is sent for it)
 
 
 def _worth_logging(count: int) -> bool:
@@ -133,6 +136,7 @@ class WriterMachine:
             slot.desired_pct = self.clamp(item["limit_pct"])
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
+            slot.desired_on = item.get("on")
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
             elif self.commands_disabled(serial):
@@ -264,9 +268,19 @@ class WriterMachine:
                 return cmd
             if slot.desired_pct is None or serial not in self.reachable or self.commands_disabled(serial):
                 continue                  # only to inverters the DTU lists, reaches and may command
+            if slot.desired_on is False:  # stop it (once); a stopped inverter gets no limits
+                if slot.stopped is True:
+                    continue
+                cmd = Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
+                slot.in_flight = _InFlight(cmd, None)
+                return cmd
             unchanged = slot.acked_pct is not None and not slot.failed \
                 and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT
             if unchanged and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
+                if slot.desired_on is True and slot.stopped is True:   # its limit first, then start it
+                    cmd = Command("power_on", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
+                    slot.in_flight = _InFlight(cmd, None)
+                    return cmd
                 continue
             reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
             cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, reason)
@@ -300,8 +314,8 @@ class WriterMachine:
                 log.warning("inverter %s: %s not sent (%s: %s)", cmd.serial, cmd.kind, error.kind, error)
             return [self._ack(cmd.serial, cmd, _outcome_of(error), sent_t, now, detail=f"{error.kind}: {error}")]
         slot.in_flight = _InFlight(cmd, sent_t)
-        if cmd.kind == "restart":
-            log.info("inverter %s: restart sent", cmd.serial)
+        if cmd.kind != "limit":
+            log.info("inverter %s: %s sent", cmd.serial, cmd.kind)
         return []
 
     def status_poll_due(self, now: float) -> Optional[str]:
@@ -368,7 +382,15 @@ class WriterMachine:
                                 cmd.limit_pct, outcome, slot.fail_count)
         elif cmd.kind == "restart":
             slot.acked_pct = None           # it boots at its persistent limit: send ours again
+            slot.stopped = None if outcome == "ok" else slot.stopped
             log.info("inverter %s: restart %s", serial, outcome)
+        elif cmd.kind in ("power_on", "power_off"):
+            if outcome == "ok":
+                slot.stopped = cmd.kind == "power_off"
+                log.info("inverter %s %s", serial, "stopped" if slot.stopped else "started")
+            else:
+                slot.retry_at = now + RETRY_AFTER_FAILURE_S
+                log.warning("inverter %s: %s %s", serial, cmd.kind, outcome)
         return self._ack(serial, cmd, outcome, flight.sent_t, now, detail=detail, latency=True)
 
     def _ack(self, serial, cmd: Command, outcome: str, sent_t: Optional[float], now: float,
@@ -500,6 +522,8 @@ class WriterLoop:
                 self.client.set_limit_relative(cmd.serial, cmd.limit_pct)
             elif cmd.kind == "restart":
                 self.client.restart_inverter(cmd.serial)
+            elif cmd.kind in ("power_on", "power_off"):
+                self.client.set_power(cmd.serial, cmd.kind == "power_on")
             elif cmd.kind == "dtu_reboot":
                 log.warning("rebooting the DTU (requested by the controller)")
                 self.client.reboot_dtu()
@@ -530,7 +554,7 @@ class WriterLoop:
         try:
             if kind == "limit":
                 self._emit(self.machine.on_limit_status(self.client.limit_status(), self.clock.monotonic()))
-            if kind == "power" or any(s.in_flight and s.in_flight.command.kind == "restart"
+            if kind == "power" or any(s.in_flight and s.in_flight.command.kind != "limit"
                                       for s in self.machine.slots.values()):
                 self._emit(self.machine.on_power_status(self.client.power_status(), self.clock.monotonic()))
         except DtuError as exc:
