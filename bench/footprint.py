@@ -63,8 +63,9 @@ def reaction_times(setpoints: dict[int, tuple[float, float | None]], acks: list[
         was_busy_until = busy_until.get(ack["serial"], 0)
         busy_until[ack["serial"]] = sent + (ack.get("latency_s") or 0)
         seq = ack.get("setpoint_seq")
-        if seq not in setpoints or (ack["serial"], seq) in posted:
-            continue            # a retry or a periodic refresh of the same setpoint is not a reaction
+        if seq not in setpoints or (ack["serial"], seq) in posted \
+                or str(ack.get("detail") or "").startswith("refresh"):
+            continue            # a retry or the writer's periodic refresh of an unchanged limit is not a reaction
         posted.add((ack["serial"], seq))
         sp_t, sample_t = setpoints[seq]
         idle = was_busy_until <= sp_t

@@ -45,3 +45,11 @@ def test_a_refresh_or_retry_of_the_same_setpoint_is_not_a_reaction():
     acks = [_ack("A", 5, 100.002, 0.5), _ack("A", 5, 161.0, 0.5)]     # the writer's 60 s refresh
     total, _c, _w = reaction_times(setpoints, acks)
     assert total == pytest.approx([0.012])
+
+
+def test_the_writers_refresh_is_not_a_reaction_but_occupies_the_inverter():
+    setpoints = {5: (100.0, 99.99), 6: (160.9, 100.5)}       # 6: a repeat carrying an old decision's sample
+    refresh = {**_ack("A", 6, 161.0, 0.5), "detail": "refresh (unchanged for 60 s)"}
+    acks = [_ack("A", 5, 100.002, 0.5), refresh]
+    total, _c, _w = reaction_times(setpoints, acks)
+    assert total == pytest.approx([0.012])
