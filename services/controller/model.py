@@ -100,6 +100,7 @@ class ProjectLaw:
     banks: dict = field(default_factory=dict)   # serial -> response_model.DeadTimeBank (output model)
     wait: str = "start"                      # what the law is waiting for (status)
     next_rotate_t: float = float("-inf")     # -inf: not yet started
+    load_f: Optional[float] = None           # smoothed load estimate (W), None until the first sample
 
 
 @dataclass(slots=True)

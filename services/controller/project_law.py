@@ -4,6 +4,7 @@ On each new grid sample (sample time t):
 
     u_i(t) = reported_i + model_i(t) - model_i(t_report_i)       (response_model: ack -> dead time -> lag)
     load   = grid(t) + sum u_i + what the uncontrollable inverters deliver
+    load  -> smoothed while it moves less than load_filter_band_w (filters.band_smooth), else taken at once
     total  = clamp(load - target, 0, cap)
 
 spread as the same percentage over the controllable inverters (distribution.spread, active_min_pct, cap_cuts).
@@ -15,7 +16,7 @@ An inverter commanded less than min_command_interval_s ago keeps its limit until
 """
 from __future__ import annotations
 
-from services.controller import distribution, protection
+from services.controller import distribution, filters, protection
 from services.controller.model import Inverter, State
 from services.controller.params import Params
 from services.controller.response_model import DeadTimeBank
@@ -96,6 +97,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     grid_w = state.grid_w
     target_w = fig.target_w
     load_w = grid_w + output_w + others_now_w
+    load_w = law.load_f = filters.band_smooth(law.load_f, load_w, p.load_filter_band_w, p.load_filter_alpha)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(load_w - target_w - fixed_w, 0.0), cap_w)
     current_w = sum(inv.cmd_w() for inv in controllable)
