@@ -56,6 +56,19 @@ def test_a_steady_train_is_anticipated_by_the_lead(second, expected):
     assert got[second] == pytest.approx(expected, abs=1.0)
 
 
+@pytest.mark.parametrize("second, lead, fall_lead, expected", [
+    (49, 3.5, None, 0.0),          # 49.3 + 3.5 < 53: the fall is not yet within the lead
+    (49, 3.5, 4.0, -850.0),        # with a longer lead before falls it is
+    (61, 3.5, 4.0, 0.0),           # the rise at 65 still uses the shorter lead: 61.3 + 3.5 < 65
+    (62, 3.5, 4.0, 850.0),
+])
+def test_falls_may_be_anticipated_with_a_longer_lead(second, lead, fall_lead, expected):
+    tr = pulses.PulseTracker()
+    for k in range(second + 1):
+        tr.observe(k + 0.3, square(k), MIN_W, TOL, FORGET)
+    assert tr.anticipation_w(second + 0.3, lead, CYCLES, TOL, PMIN, PMAX, fall_lead) == pytest.approx(expected, abs=1)
+
+
 def test_irregular_pulses_are_not_predicted():
     tr = pulses.PulseTracker()
     got = feed(tr, lambda k: square(k, jitter=(20, 27, 16, 31, 22)), 200)
@@ -86,7 +99,8 @@ def test_two_plates_of_different_size_are_separate_trains():
 def _run_law(**changes):
     """A pulsed 600 W load on a 110 W base; two inverters of 400 W each reporting a constant 40 W and never
     acknowledging (so the output model is the report and the load estimate is exact). Returns {second: total W}."""
-    d = _project(("A", "B"), limit=5.0, **{"max_feed_in": 800, **changes})     # 20 W each
+    d = _project(("A", "B"), limit=5.0, **{"max_feed_in": 800, "pulse_lead_s": 1.5, "pulse_fall_extra_s": 0.0,
+                                           **changes})     # 20 W each
     t0 = d.now
     totals = {}
     for k in range(90):

@@ -67,7 +67,8 @@ class Params:
     pulse_min_cycles: int = 1                  # steady periods and on-times needed before a train is predicted
     pulse_min_period_s: float = 10.0
     pulse_max_period_s: float = 60.0
-    pulse_lead_s: float = 1.5                  # s, predict this much beyond the learned dead time (ack, ramp)
+    pulse_lead_s: float = 3.0                  # s, predict this much beyond the learned dead time (ack, ramp)
+    pulse_fall_extra_s: float = 1.0            # s, more lead before a predicted fall (ramping down is slower)
     pulse_forget_s: float = 150.0              # s, a train without an edge for this long is dropped
     pulse_raise_frac: float = 1.0              # share of a predicted rise commanded ahead of it
     pulse_reduce_frac: float = 1.0             # share of a predicted fall commanded ahead of it

@@ -104,7 +104,8 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
         law.pulses.observe(grid_t, load_w, p.pulse_min_w, p.pulse_tolerance_s, p.pulse_forget_s)
         lead_s = max(law.banks[inv.serial].dead_time_s for inv in controllable) + p.pulse_lead_s
         ahead_w = law.pulses.anticipation_w(now, lead_s, p.pulse_min_cycles, p.pulse_tolerance_s,
-                                            p.pulse_min_period_s, p.pulse_max_period_s)
+                                            p.pulse_min_period_s, p.pulse_max_period_s,
+                                            lead_s + p.pulse_fall_extra_s)
         ahead_w *= p.pulse_raise_frac if ahead_w > 0 else p.pulse_reduce_frac
     load_w = law.load_f = filters.band_smooth(law.load_f, load_w, p.load_filter_band_w, p.load_filter_alpha)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)

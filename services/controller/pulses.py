@@ -114,8 +114,9 @@ class PulseTracker:
         return (t, jump)
 
     def anticipation_w(self, now: float, lead_s: float, min_cycles: int, tolerance_s: float,
-                       min_period_s: float, max_period_s: float) -> float:
-        """Load expected at now + lead_s minus the load now, summed over the steady trains (W, + = more)."""
+                       min_period_s: float, max_period_s: float, fall_lead_s: Optional[float] = None) -> float:
+        """Load expected at now + lead_s minus the load now, summed over the steady trains (W, + = more);
+        a pulse that is on now is looked at fall_lead_s ahead instead (inverters ramp down slower than up)."""
         total = 0.0
         for tr in self.trains:
             if not tr.steady(min_cycles, min_period_s, max_period_s):
@@ -123,7 +124,7 @@ class PulseTracker:
             if tr.overdue(now, tolerance_s):
                 tr.steady_periods = tr.steady_ons = 0          # the rhythm broke: no more prediction
                 continue
-            later = tr.on_at(now + lead_s)
+            later = tr.on_at(now + (fall_lead_s if tr.on and fall_lead_s is not None else lead_s))
             if later != tr.on:
                 total += tr.size_w if later else -tr.size_w
         return total
