@@ -69,6 +69,21 @@ def test_falls_may_be_anticipated_with_a_longer_lead(second, lead, fall_lead, ex
     assert tr.anticipation_w(second + 0.3, lead, CYCLES, TOL, PMIN, PMAX, fall_lead) == pytest.approx(expected, abs=1)
 
 
+@pytest.mark.parametrize("second, min_cycles, fall_min_cycles, expected", [
+    (30, 1, None, 0.0),            # 2nd pulse (rise 25, fall due at 33): one on-time seen, one wanted steady
+    (30, 1, 0, -850.0),            # falls predicted from the first on-time seen
+    (30, 0, 0, -850.0),
+    (42, 1, 0, 0.0),               # the 3rd rise (45) needs a steady period ...
+    (42, 0, 0, 850.0),             # ... unless rises are predicted from the first period seen
+])
+def test_falls_and_rises_need_their_own_number_of_steady_cycles(second, min_cycles, fall_min_cycles, expected):
+    tr = pulses.PulseTracker()
+    for k in range(second + 1):
+        tr.observe(k + 0.3, square(k), MIN_W, TOL, FORGET)
+    got = tr.anticipation_w(second + 0.3, 3.5, min_cycles, TOL, PMIN, PMAX, None, fall_min_cycles)
+    assert got == pytest.approx(expected, abs=1)
+
+
 def test_irregular_pulses_are_not_predicted():
     tr = pulses.PulseTracker()
     got = feed(tr, lambda k: square(k, jitter=(20, 27, 16, 31, 22)), 200)

@@ -5,6 +5,7 @@ On each new grid sample (sample time t):
     u_i(t) = reported_i + model_i(t) - model_i(t_report_i)       (response_model: ack -> dead time -> lag)
     load   = grid(t) + sum u_i + what the uncontrollable inverters deliver
     load  -> smoothed while it moves less than load_filter_band_w (filters.band_smooth), else taken at once
+           + what periodic pulse trains (hob, oven) will add or remove dead time + pulse_lead_s ahead (pulses.py)
     total  = clamp(load - target, 0, cap)
 
 spread as the same percentage over the controllable inverters (distribution.spread, active_min_pct, cap_cuts).
@@ -105,7 +106,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
         lead_s = max(law.banks[inv.serial].dead_time_s for inv in controllable) + p.pulse_lead_s
         ahead_w = law.pulses.anticipation_w(now, lead_s, p.pulse_min_cycles, p.pulse_tolerance_s,
                                             p.pulse_min_period_s, p.pulse_max_period_s,
-                                            lead_s + p.pulse_fall_extra_s)
+                                            lead_s + p.pulse_fall_extra_s, p.pulse_fall_min_cycles)
         ahead_w *= p.pulse_raise_frac if ahead_w > 0 else p.pulse_reduce_frac
     load_w = law.load_f = filters.band_smooth(law.load_f, load_w, p.load_filter_band_w, p.load_filter_alpha)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)

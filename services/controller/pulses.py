@@ -3,7 +3,9 @@
 Hob plates, ovens and irons switch a resistive load on and off with a fixed period (10..60 s): by the time the
 inverters follow an edge (meter sample + ack + dead time + ramp) the pulse is nearly over. Such a load is
 predictable: a train of edges of about the same size, rising with a steady period and falling a steady on-time
-after each rise. `PulseTracker` finds such trains in the estimated load, one sample at a time; `anticipation_w`
+after each rise (the last period and on-time seen are extrapolated; `min_cycles` asks for that many repeats within
+`tolerance_s` first: the project law's default 0 predicts from the second pulse on, which measured better also
+with +-2..4 s of jitter on each period and on-time). `PulseTracker` finds such trains in the estimated load, one sample at a time; `anticipation_w`
 says how much more (or less) load there will be `lead_s` from now than there is now, so that the law can command
 for the load the limit will meet when it takes effect.
 
@@ -114,12 +116,15 @@ class PulseTracker:
         return (t, jump)
 
     def anticipation_w(self, now: float, lead_s: float, min_cycles: int, tolerance_s: float,
-                       min_period_s: float, max_period_s: float, fall_lead_s: Optional[float] = None) -> float:
+                       min_period_s: float, max_period_s: float, fall_lead_s: Optional[float] = None,
+                       fall_min_cycles: Optional[int] = None) -> float:
         """Load expected at now + lead_s minus the load now, summed over the steady trains (W, + = more);
-        a pulse that is on now is looked at fall_lead_s ahead instead (inverters ramp down slower than up)."""
+        a pulse that is on now is looked at fall_lead_s ahead instead (inverters ramp down slower than up), and
+        its end predicted after fall_min_cycles steady cycles (a wrong fall costs import, a wrong rise export)."""
         total = 0.0
         for tr in self.trains:
-            if not tr.steady(min_cycles, min_period_s, max_period_s):
+            cycles = fall_min_cycles if tr.on and fall_min_cycles is not None else min_cycles
+            if not tr.steady(cycles, min_period_s, max_period_s):
                 continue
             if tr.overdue(now, tolerance_s):
                 tr.steady_periods = tr.steady_ons = 0          # the rhythm broke: no more prediction
