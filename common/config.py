@@ -184,7 +184,7 @@ SCHEMA: dict[str, Section] = {
         "quantum_pct": Key(_float, 1.0, min=0.1, max=10, doc="%, limit resolution of the project law"),
         "raise_deadband_w": Key(_int, 2, min=0, max=500,
                                 doc="W, project law: a raise of the total limit smaller than this is not sent"),
-        "reduce_deadband_w": Key(_int, 10, min=0, max=500,
+        "reduce_deadband_w": Key(_int, 15, min=0, max=500,
                                  doc="W, project law: a reduction of the total limit smaller than this is not sent"),
         "active_min_pct": Key(_float, 10.0, min=0, max=100,
                               doc="%, project law: spread over only as many inverters as get this much each"),

@@ -563,7 +563,7 @@ def test_project_respects_the_total_cap_in_one_step():
 
 
 def test_project_within_deadband_changes_nothing():
-    d = _project(("A",), limit=10.0, load_filter_band_w=0.0)   # 40 W; deadbands 2 W up, 10 W down; no filter
+    d = _project(("A",), limit=10.0, load_filter_band_w=0.0, reduce_deadband_w=10.0)   # deadbands 2 W up, 10 down
     for grid_w in (26, 20, 16, 26.9):                  # wanted total 41 / 35 / 31 / 41.9 W
         d.step([grid(grid_w, d.now + 3.0)], dt=3.0)
         assert d.inv("A").pending_pct is None and d.inv("A").cmd_pct == 10.0

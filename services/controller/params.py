@@ -55,7 +55,7 @@ class Params:
     relay_first_decision_s: float = 30.0
     # project law tuning (bench/control_quality tunes these)
     raise_deadband_w: float = 2.0              # W, a raise of the total smaller than this is not commanded
-    reduce_deadband_w: float = 10.0            # W, a reduction of the total smaller than this is not commanded
+    reduce_deadband_w: float = 15.0            # W, a reduction of the total smaller than this is not commanded
     tau_up_s: float = 1.5                      # output model: lag towards a higher limit
     tau_down_s: float = 3.0                    # output model: lag towards a lower limit
     dead_time_initial_s: float = 2.0           # output model: dead time assumed until learned
