@@ -656,8 +656,9 @@ def test_params_from_config():
     text = ("[opendtu]\nhost = h\ninverter_restart_min_interval_s = 900\n[grid_meter]\nhost = g\n"
             "[balcony_meter]\nhost = b\n[relay]\nkeepalive_url = http://r/on\nswitchoff_url = http://r/off\n"
             "interval = 60\n[control]\nlaw = seed\nzero_point = 40\nmin_percent = 2\nseed_loop_interval = 4\n"
-            "tau_up_s = 0.7\nmin_command_interval_s = 5\n[venus]\n[bus]\n")
+            "tau_up_s = 0.7\nmin_command_interval_s = 5\npulse_min_w = 0\nload_filter_band_w = 12.5\n[venus]\n[bus]\n")
     p = Params.from_config(parse_config(text))
+    assert (p.pulse_min_w, p.load_filter_band_w, p.load_filter_alpha, p.pulse_lead_s) == (0.0, 12.5, 0.5, 3.0)
     assert (p.law, p.zero_point, p.min_percent, p.seed_loop_interval_s, p.tau_up_s) == ("seed", 40, 2.0, 4.0, 0.7)
     assert p.min_command_interval_s == 5.0
     assert (p.relay_interval_s, p.balcony_configured, p.restart_min_interval_s) == (60.0, True, 900.0)
