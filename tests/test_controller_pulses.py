@@ -109,6 +109,19 @@ def test_two_plates_of_different_size_are_separate_trains():
     assert periods == [20, 30]
 
 
+def test_edges_of_two_trains_in_the_same_sample_are_split_between_them():
+    # A: 850 W, rises 5 + 20 k, falls 13 + 20 k; B: 1400 W, rises 63 + 30 k, falls 73 + 30 k.
+    # At 73 both fall (-2250 W), at 93 A falls while B rises (+550 W): neither jump fits one train.
+    def load(k):
+        return square(k, period=20, on=8, size=850.0) + square(k, period=30, on=10, size=1400.0, start=63, base=0.0)
+    tr = pulses.PulseTracker()
+    feed(tr, load, 200)
+    assert len(tr.trains) == 2
+    a, b = sorted(tr.trains, key=lambda x: x.size_w)
+    assert (round(a.period_s), round(a.on_s), round(b.period_s), round(b.on_s)) == (20, 8, 30, 10)
+    assert abs(a.size_w - 850) < 30 and abs(b.size_w - 1400) < 30
+
+
 # ------------------------------------------------------------------ in the project law
 
 def _run_law(**changes):

@@ -103,6 +103,8 @@ class PulseTracker:
             if abs(size - tr.size_w) <= max(0.25 * tr.size_w, 0.5 * min_size_w):
                 if best is None or abs(size - tr.size_w) < abs(size - best.size_w):
                     best = tr
+        if best is None and self.explain_two(t, jump, min_size_w, tolerance_s):
+            return (t, jump)
         if best is None:
             if jump < 0:
                 return (t, jump)           # a fall that starts no train (a load went off)
@@ -114,6 +116,37 @@ class PulseTracker:
         else:
             best.fall(t, size, tolerance_s)
         return (t, jump)
+
+    def explain_two(self, t: float, jump: float, min_size_w: float, tolerance_s: float) -> bool:
+        """Two trains switching in the same sample (a plate off while the oven comes on): a train whose edge is
+        due now takes its edge, another train of the right size and state the rest (or the rest is small)."""
+        for first in self.trains:
+            if first.period_s is None or first.on_s is None or first.last_rise is None:
+                continue
+            due = first.last_rise + (first.on_s if first.on else first.period_s)
+            if abs(t - due) > tolerance_s:
+                continue
+            edge = -first.size_w if first.on else first.size_w
+            rest = jump - edge
+            second = None
+            if abs(rest) >= min_size_w:
+                for tr in self.trains:
+                    if tr is first or tr.on == (rest > 0):
+                        continue
+                    if abs(abs(rest) - tr.size_w) <= max(0.25 * tr.size_w, 0.5 * min_size_w):
+                        second = tr
+                        break
+                if second is None:
+                    continue
+            for tr, e in ((first, edge), (second, rest)):
+                if tr is None:
+                    continue
+                if e > 0:
+                    tr.rise(t, abs(e), tolerance_s)
+                else:
+                    tr.fall(t, abs(e), tolerance_s)
+            return True
+        return False
 
     def anticipation_w(self, now: float, lead_s: float, min_cycles: int, tolerance_s: float,
                        min_period_s: float, max_period_s: float, fall_lead_s: Optional[float] = None,
