@@ -35,6 +35,20 @@ def test_consumption_filter(prev_w, sample_w, expected_w, branch):
     assert filters.consumption_filter(prev_w, sample_w, 10, 0, 150, 3) == (expected_w, branch)
 
 
+@pytest.mark.parametrize("prev_w, sample_w, band_w, alpha, expected_w", [
+    (None, 300.0, 20.0, 0.5, 300.0),     # first sample: taken as it is
+    (300.0, 310.0, 20.0, 0.5, 305.0),    # inside the band: half way
+    (300.0, 290.0, 20.0, 0.5, 295.0),
+    (300.0, 320.0, 20.0, 0.5, 310.0),    # exactly the band: still smoothed
+    (300.0, 321.0, 20.0, 0.5, 321.0),    # a step up: at once
+    (300.0, 150.0, 20.0, 0.5, 150.0),    # a load went off: at once
+    (300.0, 310.0, 0.0, 0.5, 310.0),     # band 0: off
+    (300.0, 310.0, 20.0, 1.0, 310.0),    # alpha 1: off
+])
+def test_band_smooth(prev_w, sample_w, band_w, alpha, expected_w):
+    assert filters.band_smooth(prev_w, sample_w, band_w, alpha) == pytest.approx(expected_w)
+
+
 def test_sma_with_a_feed_in_factor():
     assert filters.sma(100, -100, 1) == 0
     assert filters.sma(100, -100, 0) == -100
@@ -549,7 +563,7 @@ def test_project_respects_the_total_cap_in_one_step():
 
 
 def test_project_within_deadband_changes_nothing():
-    d = _project(("A",), limit=10.0)                   # 40 W; deadbands 2 W up, 10 W down
+    d = _project(("A",), limit=10.0, load_filter_band_w=0.0, reduce_deadband_w=10.0)   # deadbands 2 W up, 10 down
     for grid_w in (26, 20, 16, 26.9):                  # wanted total 41 / 35 / 31 / 41.9 W
         d.step([grid(grid_w, d.now + 3.0)], dt=3.0)
         assert d.inv("A").pending_pct is None and d.inv("A").cmd_pct == 10.0
@@ -642,8 +656,9 @@ def test_params_from_config():
     text = ("[opendtu]\nhost = h\ninverter_restart_min_interval_s = 900\n[grid_meter]\nhost = g\n"
             "[balcony_meter]\nhost = b\n[relay]\nkeepalive_url = http://r/on\nswitchoff_url = http://r/off\n"
             "interval = 60\n[control]\nlaw = seed\nzero_point = 40\nmin_percent = 2\nseed_loop_interval = 4\n"
-            "tau_up_s = 0.7\nmin_command_interval_s = 5\n[venus]\n[bus]\n")
+            "tau_up_s = 0.7\nmin_command_interval_s = 5\npulse_min_w = 0\nload_filter_band_w = 12.5\n[venus]\n[bus]\n")
     p = Params.from_config(parse_config(text))
+    assert (p.pulse_min_w, p.load_filter_band_w, p.load_filter_alpha, p.pulse_lead_s) == (0.0, 12.5, 0.5, 3.0)
     assert (p.law, p.zero_point, p.min_percent, p.seed_loop_interval_s, p.tau_up_s) == ("seed", 40, 2.0, 4.0, 0.7)
     assert p.min_command_interval_s == 5.0
     assert (p.relay_interval_s, p.balcony_configured, p.restart_min_interval_s) == (60.0, True, 900.0)
@@ -680,6 +695,19 @@ def test_project_reduction_never_raises_a_limit_while_inverters_still_ramp_down(
         out_w = bank_a.output_at(now_t, 380, t + 1.0) + bank_b.output_at(now_t, 380, t + 1.0)
         d.step([grid(-40 - out_w, now_t)], dt=1.0)
         assert d.limits() == {"A": 1.0, "B": 1.0}, k
+
+
+def test_project_smooths_small_load_moves_but_follows_a_step_at_once():
+    d = _project(("A",), limit=10.0)                   # 40 W; filter band 20 W, alpha 0.5
+    d.step([grid(25, d.now + 3.0)], dt=3.0)            # load 65 W, wanted 40 W: no change
+    assert d.inv("A").cmd_pct == 10.0
+    for grid_w in (31, 19, 31, 19, 31):                # +-6 W of noise: unfiltered, 31 W is a 6 W raise (11 %)
+        d.step([grid(grid_w, d.now + 3.0)], dt=3.0)
+        assert d.inv("A").cmd_pct == 10.0, grid_w
+    d.step([grid(125, d.now + 3.0)], dt=3.0)           # a 100 W load step: followed in one sample
+    assert d.inv("A").cmd_pct == 35.0                  # 40 + 125 - 25 = 140 W of 400 W
+    d.step([grid(-75, d.now + 3.0)], dt=3.0)           # and it goes off again: reduced at once
+    assert d.inv("A").cmd_pct < 15.0
 
 
 def test_project_rotates_the_preference_order_in_steady_state_only_every_interval():

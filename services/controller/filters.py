@@ -1,5 +1,8 @@
-"""The seed's consumption filter (seed-behaviour §4.1): export and big drops at once, rises through an SMA."""
+"""The seed's consumption filter (seed-behaviour §4.1): export and big drops at once, rises through an SMA;
+the project law's small-change load filter."""
 from __future__ import annotations
+
+from typing import Optional
 
 GRID_FAILURE_W = -100   # the seed assumes export when the grid meter cannot be read (ramps down)
 
@@ -19,3 +22,13 @@ def consumption_filter(prev_w: int, sample_w: float, accuracy_w: float, feed_in_
     if prev_w - sample_w > drop_w:
         return int(sample_w), "drop"
     return sma(prev_w, sample_w, consume_factor), "sma"
+
+
+def band_smooth(prev_w: Optional[float], sample_w: float, band_w: float, alpha: float) -> float:
+    """The project law's load estimate filter: a sample within `band_w` of the previous value is smoothed
+    (exponentially, weight `alpha`), a larger move is taken at once (a load step is followed without delay).
+    Meter noise and the load's own second-to-second noise cannot be followed through seconds of latency; following
+    them only adds the output's moves to the grid's variance (and commands)."""
+    if prev_w is None or abs(sample_w - prev_w) > band_w:
+        return sample_w
+    return prev_w + alpha * (sample_w - prev_w)

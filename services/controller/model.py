@@ -102,6 +102,8 @@ class ProjectLaw:
     banks: dict = field(default_factory=dict)   # serial -> response_model.DeadTimeBank (output model)
     wait: str = "start"                      # what the law is waiting for (status)
     next_rotate_t: float = float("-inf")     # -inf: not yet started
+    load_f: Optional[float] = None           # smoothed load estimate (W), None until the first sample
+    pulses: object = None                    # pulses.PulseTracker, created with the first sample
 
 
 @dataclass(slots=True)

@@ -55,11 +55,24 @@ class Params:
     relay_first_decision_s: float = 30.0
     # project law tuning (bench/control_quality tunes these)
     raise_deadband_w: float = 2.0              # W, a raise of the total smaller than this is not commanded
-    reduce_deadband_w: float = 10.0            # W, a reduction of the total smaller than this is not commanded
+    reduce_deadband_w: float = 15.0            # W, a reduction of the total smaller than this is not commanded
     tau_up_s: float = 1.5                      # output model: lag towards a higher limit
     tau_down_s: float = 3.0                    # output model: lag towards a lower limit
     dead_time_initial_s: float = 2.0           # output model: dead time assumed until learned
     min_command_interval_s: float = 2.0        # per inverter, between two limit changes by the law
+    load_filter_band_w: float = 20.0           # W, load estimate moves within this band are smoothed (0 = off)
+    load_filter_alpha: float = 0.5             # weight of a new sample inside the band (1 = no smoothing)
+    pulse_min_w: float = 200.0                 # W, load edges at least this big form pulse trains (0 = no prediction)
+    pulse_tolerance_s: float = 1.5             # s, a period / on-time equal to the previous one within this is steady
+    pulse_min_cycles: int = 0                  # steady periods and on-times needed before a rise is predicted
+    pulse_fall_min_cycles: int = 0             # the same before the end of a pulse is predicted
+    pulse_min_period_s: float = 10.0
+    pulse_max_period_s: float = 60.0
+    pulse_lead_s: float = 3.0                  # s, predict this much beyond the learned dead time (ack, ramp)
+    pulse_fall_extra_s: float = 1.0            # s, more lead before a predicted fall (ramping down is slower)
+    pulse_forget_s: float = 150.0              # s, a train without an edge for this long is dropped
+    pulse_raise_frac: float = 1.0              # share of a predicted rise commanded ahead of it
+    pulse_reduce_frac: float = 1.0             # share of a predicted fall commanded ahead of it
 
     def __post_init__(self):
         if self.law not in LAWS:

@@ -4,6 +4,8 @@ On each new grid sample (sample time t):
 
     u_i(t) = reported_i + model_i(t) - model_i(t_report_i)       (response_model: ack -> dead time -> lag)
     load   = grid(t) + sum u_i + what the uncontrollable inverters deliver
+    load  -> smoothed while it moves less than load_filter_band_w (filters.band_smooth), else taken at once
+           + what periodic pulse trains (hob, oven) will add or remove dead time + pulse_lead_s ahead (pulses.py)
     total  = clamp(load - target, 0, cap)
 
 spread as the same percentage over the controllable inverters (distribution.spread, active_min_pct, cap_cuts).
@@ -15,7 +17,7 @@ An inverter commanded less than min_command_interval_s ago keeps its limit until
 """
 from __future__ import annotations
 
-from services.controller import distribution, protection
+from services.controller import distribution, filters, protection, pulses
 from services.controller.model import Inverter, State
 from services.controller.params import Params
 from services.controller.response_model import DeadTimeBank
@@ -98,8 +100,19 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     grid_w = state.grid_w
     target_w = fig.target_w
     load_w = grid_w + output_w + others_now_w
+    ahead_w = 0.0
+    if p.pulse_min_w > 0:
+        if law.pulses is None:
+            law.pulses = pulses.PulseTracker()
+        law.pulses.observe(grid_t, load_w, p.pulse_min_w, p.pulse_tolerance_s, p.pulse_forget_s)
+        lead_s = max(law.banks[inv.serial].dead_time_s for inv in controllable) + p.pulse_lead_s
+        ahead_w = law.pulses.anticipation_w(now, lead_s, p.pulse_min_cycles, p.pulse_tolerance_s,
+                                            p.pulse_min_period_s, p.pulse_max_period_s,
+                                            lead_s + p.pulse_fall_extra_s, p.pulse_fall_min_cycles)
+        ahead_w *= p.pulse_raise_frac if ahead_w > 0 else p.pulse_reduce_frac
+    load_w = law.load_f = filters.band_smooth(law.load_f, load_w, p.load_filter_band_w, p.load_filter_alpha)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
-    total_w = min(max(load_w - target_w - fixed_w, 0.0), cap_w)
+    total_w = min(max(load_w + ahead_w - target_w - fixed_w, 0.0), cap_w)
     current_w = sum(inv.cmd_w() for inv in controllable)
     delta_w = total_w - current_w
     dead = "/".join(f"{law.banks[inv.serial].dead_time_s:g}" for inv in controllable)
