@@ -64,7 +64,8 @@ class Params:
     load_filter_alpha: float = 0.5             # weight of a new sample inside the band (1 = no smoothing)
     pulse_min_w: float = 200.0                 # W, load edges at least this big form pulse trains (0 = no prediction)
     pulse_tolerance_s: float = 1.5             # s, a period / on-time equal to the previous one within this is steady
-    pulse_min_cycles: int = 0                  # steady periods and on-times needed before a rise is predicted
+    pulse_min_cycles: int = 1                  # steady periods and on-times needed before a rise is predicted (a
+                                               # false rise exports; 0 costs 1.6 % less in the bench, exports 3.8 % more)
     pulse_fall_min_cycles: int = 0             # the same before the end of a pulse is predicted
     pulse_min_period_s: float = 10.0
     pulse_max_period_s: float = 60.0
