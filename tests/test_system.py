@@ -17,6 +17,7 @@ TARGET_W = 25
 CAP_W = 700                # [control] max_feed_in default; the balcony system produces 0 W in the quiet scenario
 SETTLED_BAND_W = 45        # |grid - target| counted as settled
 SETTLE_S = 45              # stated settling time after a load step (README)
+MIN_PERCENT = 1.0          # [control] min_percent default: the safe minimum
 QUANTUM_W = 8              # 1 % of the largest inverter (800 W): rounding of a relative limit
 
 
@@ -120,6 +121,29 @@ def test_settings_written_on_dbus_reach_the_controller_and_cap_the_output(stack)
     settle(stack, 300)
 
 
+def _set_max_feed_in(stack, watts: int) -> None:
+    out = subprocess.run(["dbus-send", "--system", "--print-reply", "--dest=com.victronenergy.acload.http_59",
+                          "/MaxFeedIn", "com.victronenergy.BusItem.SetValue", f"variant:int32:{watts}"],
+                         capture_output=True, text=True, env={**os.environ, **stack.env()}, timeout=20)
+    assert "int32 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_cap_of_0_w_stops_the_inverters_and_they_start_again(stack):
+    """MaxFeedIn 0 is below every inverter's minimum limit: they are stopped over /api/power/config (a limit
+    cannot go below min_percent), deliver nothing, and start again once the cap allows (after the 60 s hold)."""
+    settle(stack, 300)
+    _set_max_feed_in(stack, 0)
+    try:
+        wait_for(lambda: not any(inv["enabled"] for inv in stack.sim_state()["inverters"]), 20, 0.2,
+                 "every inverter stopped")
+        wait_for(lambda: stack.sim_state()["ac_total_w"] == 0, 20, 0.2, "no output at a cap of 0 W")
+    finally:
+        _set_max_feed_in(stack, CAP_W)
+    wait_for(lambda: all(inv["enabled"] for inv in stack.sim_state()["inverters"]), 90, 0.5,
+             "every inverter started again")
+    settle(stack, 300)
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_kill_9_each_service_and_the_loop_works_again(stack, service):
     settle(stack, 300)
@@ -152,7 +176,6 @@ def test_fault_modes_fail_safe(stack, device, kind, stale_input):
     settle(stack, 300)
     sub = stack.subscriber([m.CTRL_STATUS, m.METER_STATUS, m.DTU_STATUS])
     export_before = export_wh(stack)
-    log_len = len(stack.sim_state()["limit_log"])
     stack.fault(device, kind)
     try:
         seen = {"status": False, "stale": False}
@@ -170,16 +193,24 @@ def test_fault_modes_fail_safe(stack, device, kind, stale_input):
             return seen["stale"] and (seen["status"] or kind == "stale")
 
         wait_for(reaction, 45, 0, f"the controller to mark {stale_input} stale during {device} {kind}")
+        # until then the last grid sample was fresh and may still have been acted on (a raise included); from the
+        # stale mark on, a newer setpoint replaces any unsent one, so every POST must be a move down
+        stale_log_len = len(stack.sim_state()["limit_log"])
         stack.set_load(100)                                  # a load drop during the fault: output must not rise
         time.sleep(3)  # observation window for the fault's effect on export
         exported = export_wh(stack) - export_before
-        new_cmds = stack.sim_state()["limit_log"][log_len:]
+        new_cmds = stack.sim_state()["limit_log"][stale_log_len:]
         print(f"{device} {kind}: export during the fault {exported:.2f} Wh; {len(new_cmds)} commands")
         assert exported < 1.0
         if device == "grid":
-            # without a grid reading the only safe move is down: every command now is at most the old limits
+            # without a grid reading the only safe move is down: every command now is at most the inverter's
+            # limit before the stale mark
+            log = stack.sim_state()["limit_log"]
+            before = {entry["serial"]: entry["pct"] for entry in log[:stale_log_len]}
             for entry in new_cmds:
-                assert entry["pct"] <= 10, entry
+                assert entry["pct"] <= before.get(entry["serial"], 100.0), (entry, before)
+            last = {entry["serial"]: entry["pct"] for entry in log}
+            assert last and all(pct == MIN_PERCENT for pct in last.values()), last   # the safe minimum
     finally:
         stack.fault(device, None)
         sub.close()
