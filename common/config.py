@@ -204,6 +204,9 @@ SCHEMA: dict[str, Section] = {
                            doc="W, project law: periodic load pulses this big are predicted (0 = no prediction)"),
         "pulse_lead_s": Key(_float, 3.0, min=0, max=30,
                             doc="s, project law: pulses are predicted this much beyond the learned dead time"),
+        "stop_hold_s": Key(_float, 60.0, min=0, max=3600,
+                           doc="s, an inverter stopped because the cap is below its minimum output stays stopped "
+                               "at least this long"),
     }, doc="the control loop"),
     "venus": Section({
         "acload_instance": Key(_int, 59, min=0, max=999),

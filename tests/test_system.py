@@ -29,7 +29,7 @@ def stack(tmp_path_factory):
                                                               "--retry-after", "5"],
                config_extra={"relay": {"interval": 60},
                              # faster staleness than the defaults, so that each fault shows its reaction quickly
-                             "control": {"relay_first_decision_s": 3, "dtu_stale_s": 8}})
+                             "control": {"relay_first_decision_s": 3, "dtu_stale_s": 8, "stop_hold_s": 5}})
     try:
         st.start()
         yield st
@@ -130,7 +130,8 @@ def _set_max_feed_in(stack, watts: int) -> None:
 
 def test_a_cap_of_0_w_stops_the_inverters_and_they_start_again(stack):
     """MaxFeedIn 0 is below every inverter's minimum limit: they are stopped over /api/power/config (a limit
-    cannot go below min_percent), deliver nothing, and start again once the cap allows (after the 60 s hold)."""
+    cannot go below min_percent), deliver nothing, and start again once the cap allows (after stop_hold_s, 5 s
+    here)."""
     settle(stack, 300)
     _set_max_feed_in(stack, 0)
     try:
@@ -139,7 +140,7 @@ def test_a_cap_of_0_w_stops_the_inverters_and_they_start_again(stack):
         wait_for(lambda: stack.sim_state()["ac_total_w"] == 0, 20, 0.2, "no output at a cap of 0 W")
     finally:
         _set_max_feed_in(stack, CAP_W)
-    wait_for(lambda: all(inv["enabled"] for inv in stack.sim_state()["inverters"]), 90, 0.5,
+    wait_for(lambda: all(inv["enabled"] for inv in stack.sim_state()["inverters"]), 30, 0.2,
              "every inverter started again")
     settle(stack, 300)
 

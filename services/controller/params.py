@@ -74,6 +74,7 @@ class Params:
     pulse_forget_s: float = 150.0              # s, a train without an edge for this long is dropped
     pulse_raise_frac: float = 1.0              # share of a predicted rise commanded ahead of it
     pulse_reduce_frac: float = 1.0             # share of a predicted fall commanded ahead of it
+    stop_hold_s: float = 60.0                  # s, an inverter stopped for a cap below its minimum stays stopped
 
     def __post_init__(self):
         if self.law not in LAWS:

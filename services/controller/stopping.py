@@ -14,8 +14,6 @@ from __future__ import annotations
 from services.controller.model import Inverter, State
 from services.controller.params import Params
 
-MIN_STOP_S = 60.0        # a stopped inverter stays stopped at least this long: start commands are not free, and a
-                         # cap hovering around the minimum must not toggle the inverter every second
 START_MARGIN_W = 10.0    # start only when the cap exceeds the running minimums plus this inverter's by this much
 
 
@@ -37,7 +35,8 @@ def update(state: State, now: float, p: Params, cap_w: float) -> None:
                              f"running inverters ({need_w + min_output_w(inv, p):.0f} W at {p.min_percent:g} %)")
     for serial in state.order:
         inv = state.inverters[serial]
-        if not inv.stopped or now - inv.stopped_t < MIN_STOP_S:
+        # p.stop_hold_s: start commands are not free, and a cap hovering around the minimum must not toggle it
+        if not inv.stopped or now - inv.stopped_t < p.stop_hold_s:
             continue
         if need_w + min_output_w(inv, p) + START_MARGIN_W <= cap_w:
             need_w += min_output_w(inv, p)
