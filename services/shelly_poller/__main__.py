@@ -28,18 +28,11 @@ from common import messages as m
 from common.bus import Publisher
 from common.clock import SYSTEM_CLOCK
 from common.config import Config
-from common.plainhttp import skip_ssl_unless_needed
 from common.service import run_service
+from services.shelly_poller.poller import STATUS_EVERY_S, MeterPoller, Outbox, RelayWorker
 
 
 def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
-    urls = [cfg.grid_meter.host]
-    if cfg.balcony_meter is not None:
-        urls.append(cfg.balcony_meter.host)
-    if cfg.relay is not None:
-        urls += [cfg.relay.keepalive_url, cfg.relay.switchoff_url]
-    skip_ssl_unless_needed(urls)                       # before the HTTP clients are imported
-    from services.shelly_poller.poller import STATUS_EVERY_S, MeterPoller, Outbox, RelayWorker
     stop = threading.Event()
     outbox = Outbox()
     publisher = Publisher("shelly_poller", cfg.bus.rundir, clock=clock)
