@@ -4,10 +4,10 @@ Hob plates, ovens and irons switch a resistive load on and off with a fixed peri
 inverters follow an edge (meter sample + ack + dead time + ramp) the pulse is nearly over. Such a load is
 predictable: a train of edges of about the same size, rising with a steady period and falling a steady on-time
 after each rise (the last period and on-time seen are extrapolated; `min_cycles` asks for that many repeats within
-`tolerance_s` first: the project law's default 0 predicts from the second pulse on, which measured better also
-with +-2..4 s of jitter on each period and on-time). `PulseTracker` finds such trains in the estimated load, one sample at a time; `anticipation_w`
-says how much more (or less) load there will be `lead_s` from now than there is now, so that the law can command
-for the load the limit will meet when it takes effect.
+`tolerance_s` first: the project law's defaults predict a pulse's end from the second pulse on, and its rise only
+after one steady cycle, since a false predicted rise exports). `PulseTracker` finds such trains in the estimated
+load, one sample at a time; `anticipation_w` says how much more (or less) load there will be `lead_s` from now than
+there is now, so that the law can command for the load the limit will meet when it takes effect.
 
 Each train predicts only while it keeps its rhythm: an expected edge missing for more than `tolerance_s` ends the
 prediction (it starts again after `min_cycles` steady cycles), so a plate switched off costs one wrong edge at most.
@@ -15,6 +15,12 @@ prediction (it starts again after `min_cycles` steady cycles), so a plate switch
 from __future__ import annotations
 
 from typing import Optional
+
+
+def _repeat(value_s: float, previous_s: Optional[float], count: int, tolerance_s: float) -> tuple:
+    """(value_s, consecutive repeats): one more when value_s equals the previous within the tolerance."""
+    steady = previous_s is not None and abs(value_s - previous_s) <= tolerance_s
+    return value_s, count + 1 if steady else 0
 
 
 class Train:
@@ -32,31 +38,24 @@ class Train:
         self.on = False
         self.last_edge_t = t
 
-    def rise(self, t: float, size_w: float, tolerance_s: float) -> None:
-        if self.last_rise is not None:
-            period = t - self.last_rise
-            if self.period_s is not None and abs(period - self.period_s) <= tolerance_s:
-                self.steady_periods += 1
-            else:
-                self.steady_periods = 0
-            self.period_s = period
-        self.last_rise = t
-        self.on = True
-        self.last_edge_t = t
-        self.size_w = 0.5 * (self.size_w + size_w)
+    def fits(self, size_w: float, min_size_w: float) -> bool:
+        """An edge of this size can be this train's."""
+        return abs(size_w - self.size_w) <= max(0.25 * self.size_w, 0.5 * min_size_w)
 
-    def fall(self, t: float, size_w: float, tolerance_s: float) -> None:
-        if self.on and self.last_rise is not None:
-            on_s = t - self.last_rise
-            if self.on_s is not None and abs(on_s - self.on_s) <= tolerance_s:
-                self.steady_ons += 1
-            else:
-                self.steady_ons = 0
-            self.on_s = on_s
-        self.last_fall = t
-        self.on = False
+    def edge(self, t: float, jump_w: float, tolerance_s: float) -> None:
+        """A rise (jump_w > 0) or a fall of this train at `t`: counts steady periods / on-times."""
+        if jump_w > 0:
+            if self.last_rise is not None:
+                self.period_s, self.steady_periods = _repeat(t - self.last_rise, self.period_s,
+                                                             self.steady_periods, tolerance_s)
+            self.last_rise = t
+        else:
+            if self.on and self.last_rise is not None:
+                self.on_s, self.steady_ons = _repeat(t - self.last_rise, self.on_s, self.steady_ons, tolerance_s)
+            self.last_fall = t
+        self.on = jump_w > 0
         self.last_edge_t = t
-        self.size_w = 0.5 * (self.size_w + size_w)
+        self.size_w = 0.5 * (self.size_w + abs(jump_w))
 
     def steady(self, min_cycles: int, min_period_s: float, max_period_s: float) -> bool:
         return (self.steady_periods >= min_cycles and self.steady_ons >= min_cycles
@@ -76,46 +75,35 @@ class Train:
 
 
 class PulseTracker:
-    __slots__ = ("prev_t", "prev_w", "trains")
+    __slots__ = ("prev_w", "trains")
 
     def __init__(self):
-        self.prev_t: Optional[float] = None
         self.prev_w: Optional[float] = None
         self.trains: list = []
 
     def observe(self, t: float, load_w: float, min_size_w: float, tolerance_s: float, forget_s: float,
-                max_trains: int = 4) -> Optional[tuple]:
-        """A new load estimate at sample time `t`; returns (t, +-size) when it is an edge."""
-        prev_w = self.prev_w
-        self.prev_t, self.prev_w = t, load_w
+                max_trains: int = 4) -> None:
+        """A new load estimate at sample time `t`; a jump of at least min_size_w is an edge of a train."""
+        prev_w, self.prev_w = self.prev_w, load_w
         self.trains = [tr for tr in self.trains if t - tr.last_edge_t <= forget_s]
         if prev_w is None:
-            return None
+            return
         jump = load_w - prev_w
         size = abs(jump)
         if size < min_size_w:
-            return None
+            return
         # the train of about this size whose next edge is of this sign
-        best = None
-        for tr in self.trains:
-            if tr.on == (jump > 0):
-                continue
-            if abs(size - tr.size_w) <= max(0.25 * tr.size_w, 0.5 * min_size_w):
-                if best is None or abs(size - tr.size_w) < abs(size - best.size_w):
-                    best = tr
+        candidates = [tr for tr in self.trains if tr.on != (jump > 0) and tr.fits(size, min_size_w)]
+        best = min(candidates, key=lambda tr: abs(size - tr.size_w), default=None)
         if best is None and self.explain_two(t, jump, min_size_w, tolerance_s):
-            return (t, jump)
+            return
         if best is None:
             if jump < 0:
-                return (t, jump)           # a fall that starts no train (a load went off)
+                return                     # a fall that starts no train (a load went off)
             best = Train(size, t)
             self.trains.append(best)
             del self.trains[:-max_trains]
-        if jump > 0:
-            best.rise(t, size, tolerance_s)
-        else:
-            best.fall(t, size, tolerance_s)
-        return (t, jump)
+        best.edge(t, jump, tolerance_s)
 
     def explain_two(self, t: float, jump: float, min_size_w: float, tolerance_s: float) -> bool:
         """Two trains switching in the same sample (a plate off while the oven comes on): a train whose edge is
@@ -130,21 +118,13 @@ class PulseTracker:
             rest = jump - edge
             second = None
             if abs(rest) >= min_size_w:
-                for tr in self.trains:
-                    if tr is first or tr.on == (rest > 0):
-                        continue
-                    if abs(abs(rest) - tr.size_w) <= max(0.25 * tr.size_w, 0.5 * min_size_w):
-                        second = tr
-                        break
+                second = next((tr for tr in self.trains if tr is not first and tr.on != (rest > 0)
+                               and tr.fits(abs(rest), min_size_w)), None)
                 if second is None:
                     continue
-            for tr, e in ((first, edge), (second, rest)):
-                if tr is None:
-                    continue
-                if e > 0:
-                    tr.rise(t, abs(e), tolerance_s)
-                else:
-                    tr.fall(t, abs(e), tolerance_s)
+            first.edge(t, edge, tolerance_s)
+            if second is not None:
+                second.edge(t, rest, tolerance_s)
             return True
         return False
 
