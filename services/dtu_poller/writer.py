@@ -382,7 +382,8 @@ class WriterMachine:
                                 cmd.limit_pct, outcome, slot.fail_count)
         elif cmd.kind == "restart":
             slot.acked_pct = None           # it boots at its persistent limit: send ours again
-            slot.stopped = None if outcome == "ok" else slot.stopped
+            if outcome == "ok":
+                slot.stopped = None         # it boots running (or not: unknown, nothing assumed)
             log.info("inverter %s: restart %s", serial, outcome)
         elif cmd.kind in ("power_on", "power_off"):
             if outcome == "ok":

@@ -30,6 +30,9 @@ TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
 REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
                                    # one D-Bus refresh per burst, not one per message
 TICK_MS = 1000
+BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
+NAMES_FILE = "venus_publisher_names.json"
+MAX_NAME_LEN = 64
 # Which services a message can change (a refresh redraws only those; the 1 s tick redraws all, for staleness).
 # The acload carries the alarms, so everything reaches it.
 DCLOADS, DCSYSTEM, ACLOAD = "dcloads", "dcsystem", "acload"
@@ -43,9 +46,7 @@ def parts_for(topic: str) -> frozenset:
         if topic.startswith(prefix):
             return parts
     return frozenset((ACLOAD,))       # meter.*, ctrl.*
-BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
-NAMES_FILE = "venus_publisher_names.json"
-MAX_NAME_LEN = 64
+
 
 _UNITS = (("Voltage", "{:.2f}V"), ("Current", "{:.2f}A"), ("Power", "{:.0f}W"), ("Watt", "{:.0f}W"),
           ("Temperature", "{:.1f}°C"), ("Forward", "{:.2f}kWh"), ("Reverse", "{:.2f}kWh"), ("EnergyIn", "{:.2f}kWh"),
