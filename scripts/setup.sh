@@ -7,7 +7,15 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 STAMP=$VENV/.setup-stamp
 APT_PKGS="dbus libdbus-1-dev libglib2.0-dev libgirepository1.0-dev pkg-config build-essential python3-dev"
-PYTHON=${PYTHON:-python3}
+# The GX runs Python 3.12 (Venus OS v3.60 and later): the venv uses 3.12 too, from pyenv when it is there.
+pick_python() {
+  local p
+  for p in "${PYTHON:-}" "$(pyenv root 2>/dev/null)/versions/"3.12.*/bin/python3.12 "$(command -v python3.12 || true)"; do
+    if [ -n "$p" ] && [ -x "$p" ]; then echo "$p"; return; fi
+  done
+  echo "setup: Python 3.12 not found (set PYTHON=/path/to/python3.12)" >&2; exit 1
+}
+PYTHON=$(pick_python)
 
 want_stamp() {
   # The stamp names what was installed; a changed requirements file re-runs pip.
@@ -30,6 +38,10 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+  echo "setup: $VENV is not Python 3.12; making it anew"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
