@@ -1,5 +1,5 @@
 """Control quality benchmark: every policy on the same trace, plant, meter model and seeds, scored per
-control-notes §5 (definitions in bench/metrics.py).
+docs/control.md §5 (definitions in bench/metrics.py).
 
     python -m bench.control_quality [--trace CSV] [--scenario NAME] [--plant JSON] [--policy NAME ...] [--json]
                                     [--plot PNG] [--dead-time S] [--seed N] [--tick S] [--sweep]

@@ -1,4 +1,4 @@
-"""Scoring per control-notes §5, on 1 s samples.
+"""Scoring per docs/control.md §5, on 1 s samples.
 
 Inputs per second t: load L, balcony solar B, inverter AC output u (mean over the second); grid g = L - B - u
 (+ = import); target tau; P_max(t) = min(max_feed_in - B, sum of inverter maxima, eta x V x DCL); P_min (smallest

@@ -1,4 +1,4 @@
-"""The clairvoyant reference (control-notes §5 (2)) without an LP solver.
+"""The clairvoyant reference (docs/control.md §5 (2)) without an LP solver.
 
 It knows the whole net load N(t) = L - B and drives the total AC output directly (no meter, no DTU, no dead time: a
 clairvoyant commands early). Bounds: feasible output {0} U [P_min, P_max(t)], total ramp rates (sum of the inverters'

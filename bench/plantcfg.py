@@ -1,4 +1,4 @@
-"""The benchmark plant description (`--plant JSON`), with defaults from control-notes §1, §2 and §7.
+"""The benchmark plant description (`--plant JSON`), with defaults from docs/control.md §1, §2 and §7.
 
 JSON fields (all optional; the shipped `bench/plants/default.json` sets every one):
 

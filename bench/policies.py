@@ -4,7 +4,7 @@ services/controller/core.py). All aim at the same grid target tau (`site.zero_po
 budget min(max_feed_in - balcony, sum of maxima, 0.967 x V x DCL).
 
 * `project`, `seed`: the controller's pure core (`services.controller.core.step`) with law "project" / "seed".
-* `dpl`: OpenDTU-OnBattery's Dynamic Power Limiter (control-notes §3.1): deadbeat law
+* `dpl`: OpenDTU-OnBattery's Dynamic Power Limiter (docs/control.md §3.1): deadbeat law
   target = sum of reported AC outputs + meter - tau, with its gating: no command pending; for every inverter the
   first stats taken after its last ack; a meter reading that arrived > 2 s after the newest of those; backoff
   128 ms doubling to 1024 ms after a calculation that sent nothing; hysteresis 0 W; per-inverter lower limit 10 W.

@@ -1,7 +1,7 @@
 """Benchmark load traces at 1 Hz: built-in seeded scenarios and the CSV reader.
 
 A scenario is a `Trace`: household load `load_w[i]` and balcony solar `balcony_w[i]` for second i (W, >= 0).
-Grid power is load - balcony - inverter output (+ = import). Built-ins follow control-notes §7 (appliance shapes at
+Grid power is load - balcony - inverter output (+ = import). Built-ins follow docs/control.md §7 (appliance shapes at
 1 Hz, resistive hob/oven pulses with 20-40 s periods) and are deterministic for a given seed:
 
 | name | length | content |

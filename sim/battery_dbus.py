@@ -1,4 +1,4 @@
-"""The plant's battery as a Venus OS `com.victronenergy.battery` service (venus-dbus.md §3), on the system bus
+"""The plant's battery as a Venus OS `com.victronenergy.battery` service (docs/venus-dbus.md §3), on the system bus
 (DBUS_SYSTEM_BUS_ADDRESS), built on `common.vedbus`. A development tool for the demo and the tests.
 
     battery = BatteryDbus(plant).start()      # own GLib main loop thread; updates once per second

@@ -1,5 +1,5 @@
 """The OpenDTU's radio side, without HTTP: round-robin stats polls, limit/power command queue with ack, timeout and
-resend, read-back, reboot (opendtu-api.md §4, §5, §7). `OpenDtuSimulator` wraps it in the Web API; a benchmark can
+resend, read-back, reboot (docs/opendtu-api.md §4 §5 §7). `OpenDtuSimulator` wraps it in the Web API; a benchmark can
 use it directly on a stepped plant (it runs from a plant hook, in plant time).
 
 Per inverter:

@@ -1,4 +1,4 @@
-"""OpenDTU Web API simulator (opendtu-api.md), driven by a `Plant` through a `DtuModel`.
+"""OpenDTU Web API simulator (docs/opendtu-api.md), driven by a `Plant` through a `DtuModel`.
 
 `OpenDtuSimulator(plant, host="127.0.0.1", port=0, firmware="v25.9.11", password="openDTU42", poll_interval_s=1.0)`
 `.start()` → self; `.port`, `.url`, `.stop()`, `.set_fault(kind or None, serial=None)`, `.limit_log`, `.dtu`.

@@ -1,7 +1,7 @@
 """The physical plant behind the simulators: household load, battery-fed Hoymiles inverters, a battery, an optional
 balcony solar system, the grid meter's view and the life-signal relay.
 
-Physics (control-notes.md §1, recommended plant model):
+Physics (docs/control.md §1, recommended plant model):
 * grid_w = load_w − Σ inverter AC − balcony_w (positive = import). Per phase (for a 3EM) the load splits 45/35/20 %
   and the inverters and the balcony system feed phase A.
 * An inverter applies an acknowledged limit after `dead_time_s`, then follows it with a first-order lag, faster up
@@ -57,7 +57,7 @@ MODELS: dict[str, InverterSpec] = {
 
 
 def efficiency(ac_w: float) -> float:
-    """η(P) = 0.967·P/(P + P0) (control-notes.md §1)."""
+    """η(P) = 0.967·P/(P + P0) (docs/control.md §1)."""
     return ETA_PEAK * ac_w / (ac_w + ETA_P0_W) if ac_w > 0 else 0.0
 
 

@@ -1,4 +1,4 @@
-"""Shelly meter and relay simulators (shelly-api.md), fed by a `Plant`.
+"""Shelly meter and relay simulators (docs/shelly-api.md), fed by a `Plant`.
 
 `ShellySimulator(plant, model, role, host="127.0.0.1", port=0, password=None, username="admin", noise_w=2.0)`
 `.start()` → self; `.port`, `.url`, `.stop()`, `.set_fault(kind or None)`, `.device_id`, `.gen`.

@@ -1,4 +1,4 @@
-"""Table-driven tests of every seed rule (numbers from seed-behaviour.md) and of the project law's gating."""
+"""Table-driven tests of every seed rule (numbers from docs/original-project.md) and of the project law's gating."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
 """shelly_poller's pure parts: answer parsers, freshness, retry policy, relay verification (no device needed).
 
-Bodies are the documented examples of ../shared/reference/shelly-api.md and hostile variants of them.
+Bodies are the documented examples of docs/shelly-api.md and hostile variants of them.
 """
 import copy
 import math

@@ -1,4 +1,4 @@
-"""Feed-in budget and grid target (seed-behaviour §4.3, §4.4)."""
+"""Feed-in budget and grid target (docs/original-project.md §4.3, §4.4)."""
 from __future__ import annotations
 
 from typing import Optional

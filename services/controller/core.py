@@ -15,7 +15,7 @@ seed_loop_interval_s) -> every seed_loop_interval_s:
 recovery requests and the sustained-export counter -> safety (stale grid, no battery or life signal off: only
 toward less output, safe minimum limits; ineligible inverters at minimum; total cap) -> outputs.
 
-Defects of the seed not reproduced (seed-behaviour §7): distinct alarms (`alarms` in ctrl.status), a failed
+Defects of the seed not reproduced (docs/original-project.md §7): distinct alarms (`alarms` in ctrl.status), a failed
 command is not taken as applied (dtu.ack), inverters from the DTU's inventory, no battery -> safe minimum,
 the budget counts every inverter in the same step, settings and season state persisted (`persistable`).
 """

@@ -10,7 +10,7 @@ _EPS = 1e-9
 
 def seed_step(old_pct: float, g_w: float, b_w: float, max_w: float, steps_pct: float, min_pct: float,
               max_pct: float, forced_min: bool) -> tuple[float, float, float]:
-    """seed-behaviour §4.5 step 5: returns (new %, remaining g, remaining b).
+    """docs/original-project.md §4.5 step 5: returns (new %, remaining g, remaining b).
 
     act = old% x max/100; add = min(g, b - act); new% = int(int((old% + add x 100/max) / steps) x steps)
     (truncation), clamped to [min, max], forced to min. HM-400 at 50 %, g = +100 W, b = 700 W -> 74 %, g 4 W.

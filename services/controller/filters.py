@@ -1,4 +1,4 @@
-"""The seed's consumption filter (seed-behaviour §4.1): export and big drops at once, rises through an SMA;
+"""The seed's consumption filter (docs/original-project.md §4.1): export and big drops at once, rises through an SMA;
 the project law's small-change load filter."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The life signal (seed-behaviour §4.10): each interval, keep the relay alive or let it switch off."""
+"""The life signal (docs/original-project.md §4.10): each interval, keep the relay alive or let it switch off."""
 from __future__ import annotations
 
 from typing import Optional

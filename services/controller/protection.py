@@ -1,4 +1,4 @@
-"""Per-inverter protections shared by both laws (seed-behaviour §4.5 steps 1-4): producing grace, over-temperature
+"""Per-inverter protections of both laws (docs/original-project.md §4.5 steps 1-4): producing grace, over-temperature
 hysteresis, eligibility, and rate-limited recovery requests (inverter restart, DTU reboot)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's seasonal SOC logic (seed-behaviour §4.9): SocFloatingMax (SFM) and FeedInMinSoc."""
+"""The seed's seasonal SOC logic (docs/original-project.md §4.9): SocFloatingMax (SFM) and FeedInMinSoc."""
 from __future__ import annotations
 
 from typing import Optional

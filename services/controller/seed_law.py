@@ -1,4 +1,4 @@
-"""The seed law (hkaest/dbus-opendtu-DC-load 1f875b0, seed-behaviour §4.1-4.7), every seed_loop_interval_s,
+"""The seed law (hkaest/dbus-opendtu-DC-load 1f875b0, docs/original-project.md §4.1-4.7), every seed_loop_interval_s,
 without the seed's defects: the limit in force comes from acknowledgements (a failed command is not taken as
 applied), the inverters come from the DTU's inventory, the budget counts every inverter in the same loop."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A small OpenDTU HTTP client: every answer is checked before use, every failure is an error of a named kind.
 
-Facts: ../shared/reference/opendtu-api.md. Unknown paths answer 200 with HTML, out-of-memory answers are 429 /
+Facts: docs/opendtu-api.md. Unknown paths answer 200 with HTML, out-of-memory answers are 429 /
 500 / `null`, validation failures are 200 with type "warning", NaN prints as `null`. Values that are missing or
 NaN become None, never 0; a value of the wrong shape makes the whole answer invalid.
 

@@ -196,7 +196,7 @@ class WriterMachine:
 
     def on_command_flags(self, flags: dict) -> None:
         """From /api/inverter/list. With command_enable off OpenDTU answers "success" and sends nothing
-        (opendtu-api.md §4), so such an inverter gets no limit and the controller a refusal instead."""
+        (docs/opendtu-api.md §4), so such an inverter gets no limit and the controller a refusal instead."""
         for serial, (day, night) in flags.items():
             if flags.get(serial) != self.command_flags.get(serial):
                 if not day:

@@ -1,6 +1,6 @@
 """Small Shelly device clients (in the spirit of aioshelly): detection, Gen1 EM/3EM, Gen2+ EM1/EM meters.
 
-Facts: ../shared/reference/shelly-api.md. Every request has a timeout. Credentials travel only in an
+Facts: docs/shelly-api.md. Every request has a timeout. Credentials travel only in an
 Authorization header (Gen1: Basic with the configured user; Gen2+: Digest SHA-256, user always `admin`), never in a URL.
 Every answer is hostile input: HTML, garbage, null, NaN, missing fields and implausible numbers are errors of
 named kinds (ShellyError subclasses); an optional value that is unusable is None, never 0.
