@@ -300,3 +300,43 @@ def test_restart_ahoy_reboots_the_dtu(rig):
     wait_for(refused, timeout_s=5.0, what="the DTU rebooting")
     wait_for(lambda: not refused(), timeout_s=10.0, what="the DTU back")
     assert rig.sim.token is None
+
+
+# ------------------------------------------------------------------ the pieces downstream, unchanged
+
+def test_todays_poll_loop_and_writer_machine_run_on_the_ahoy_client(rig):
+    """The contract the wiring relies on: PollLoop/Reader and WriterMachine as they are, with AhoyClient in place
+    of OpenDtuClient (the writer's ack timeout set from the client's budget)."""
+    from common import messages as m
+    from services.dtu_poller.reader import Reader
+    from services.dtu_poller.service import PollLoop
+    from services.dtu_poller.writer import Inventory, WriterMachine, WriterParams
+    rig.advance(3.0)
+    published = []
+    inventory = Inventory()
+    loop = PollLoop(rig.client(), Reader(can_control=True), lambda t, b: published.append((t, b)), inventory,
+                    15.0, clock=rig.clock)
+    loop.step()
+    bodies = {b["serial"]: b for t, b in published if t == m.DTU_INVERTER}
+    assert list(bodies) == rig.sim.serials and [b["index"] for b in bodies.values()] == [0, 1]
+    for serial, body in bodies.items():
+        inv = inverter(rig, serial)
+        assert body["max_power_w"] == inv.max_power_w and body["reachable"] and body["ac_power_w"] > 0
+        assert body["limit_pct"] == 100.0 and body["model"] == inv.spec.model
+    status = [b for t, b in published if t == m.DTU_STATUS][-1]
+    assert status["ok"] and status["firmware"] == "AhoyDTU 0.8.156"
+
+    client = rig.client()
+    machine = WriterMachine(WriterParams(ack_timeout_s=client.limit_ack_budget_s), start_t=rig.clock.monotonic())
+    _v, serials, reachable, limits, poll_t = inventory.snapshot()
+    machine.on_inventory(serials, reachable, limits, poll_t)
+    serial = rig.sim.serials[1]
+    machine.on_setpoint({"limits": [{"serial": serial, "limit_pct": 40.0}]}, 7, rig.clock.monotonic(),
+                        rig.clock.monotonic())
+    cmd = machine.next_command(rig.clock.monotonic())
+    assert cmd.kind == "limit" and cmd.limit_pct == 40.0
+    client.set_limit_relative(cmd.serial, cmd.limit_pct)
+    assert machine.on_sent(cmd, rig.clock.monotonic(), None, rig.clock.monotonic()) == []
+    acks = rig.until(lambda: machine.on_limit_status(client.limit_status(), rig.clock.monotonic()), max_s=25.0)
+    assert acks[0][1]["outcome"] == "ok" and acks[0][1]["setpoint_seq"] == 7
+    assert inverter(rig, serial).limit_pct == 40.0
