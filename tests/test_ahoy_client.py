@@ -402,3 +402,58 @@ def test_an_unknown_serial_is_rejected(gw, clock):
     c = started(gw, clock)
     with pytest.raises(DtuRejected, match="no inverter with serial"):
         c.set_power("116199999999", False)
+
+
+# ------------------------------------------------------------------ property: mutated answers
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from services.dtu_poller.ahoy import parse_index, parse_inverter_list  # noqa: E402
+from services.dtu_poller.client import DtuError  # noqa: E402
+
+HOSTILE = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 400, 10 ** 400),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
+                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+def _paths(doc, prefix=()):
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield prefix + (key,)
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield prefix + (i,)
+            yield from _paths(value, prefix + (i,))
+
+
+def _mutate(doc, data):
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(_paths(doc))
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = data.draw(HOSTILE)
+    return doc
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), name=st.sampled_from(["inverter_id_0.json", "live.json", "index.json",
+                                             "inverter_list_gap.json"]))
+def test_mutated_answers_parse_or_raise_a_named_error(data, name):
+    doc = _mutate(load(name), data)
+    fields = parse_live(load("live.json"))
+    parse = {"inverter_id_0.json": lambda d: parse_inverter(d, fields, 0), "live.json": parse_live,
+             "index.json": parse_index, "inverter_list_gap.json": parse_inverter_list}[name]
+    try:
+        result = parse(doc)
+    except DtuError:
+        return
+    if name == "inverter_id_0.json":
+        for value in (result.ac_power_w, result.ac_voltage_v, result.temperature_c, result.max_power_w,
+                      result.power_limit_read_pct):
+            assert value is None or (isinstance(value, float) and value == value and abs(value) < 1e9)
