@@ -236,10 +236,12 @@ def test_limit_w_for_bounds():
     assert limit_w_for(0.04, 600.0) == 1.0
 
 
-def test_configured_rating_bounds_the_dtus_and_stands_in_while_unknown(gw, clock):
+def test_configured_rating_stands_in_while_the_dtu_does_not_know_it(gw, clock):
     c = started(gw, clock, rating_bound=lambda serial, position: 400.0)
     c.set_limit_relative(SERIAL0, 50.0)
-    assert gw.posts()[-1]["val"] == 200.0                   # 50 % of the lower (configured) rating
+    assert gw.posts()[-1]["val"] == 300.0                   # the DTU's 600 W: what the read-back's % refers to
+    c.set_limit_relative(SERIAL2, 50.0)
+    assert gw.posts()[-1]["val"] == 200.0                   # max_pwr 0: the configured 400 W
     c2 = started(Gateway(), clock)
     with pytest.raises(DtuRejected, match="rated power not known"):
         c2.set_limit_relative(SERIAL2, 50.0)                # max_pwr 0 and nothing configured

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 from common.clock import SYSTEM_CLOCK
-from services.dtu_poller.client import (DcInput, DtuAuthError, DtuError, DtuInvalidResponse, DtuRejected,
-                                        InverterLive, InverterSummary, LimitStatus)
+from services.dtu_poller.client import (DcInput, DtuAuthError, DtuError, DtuHttpError, DtuInvalidResponse,
+                                        DtuRejected, InverterLive, InverterSummary, LimitStatus)
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +406,8 @@ class AhoyClient:
     """The OpenDtuClient interface over AhoyDTU. Not thread-safe: one per thread, like OpenDtuClient (the poll
     thread's client never posts; the writer's client keeps the token and the command tracking).
 
-    `rating_bound(serial, position) -> W or None`: the configured max_power_w; used when the DTU does not know
-    the rating yet, and as an upper bound of the DTU's rating (the lower one wins)."""
+    `rating_bound(serial, position) -> W or None`: the configured max_power_w, used only while the DTU does not
+    know the rating yet (see rating_w)."""
 
     def __init__(self, request: Request, host: str = "", password: str = "", clock=SYSTEM_CLOCK,
                  resends: int = 1, ack_timeout_s: Optional[float] = None,
@@ -443,7 +443,7 @@ class AhoyClient:
         status, doc = self.request("GET", path)
         self.last_arrival_t = self.clock.monotonic()
         if status != 200:
-            raise DtuInvalidResponse(f"GET {path}: HTTP {status}")
+            raise DtuHttpError(f"GET {path}: HTTP {status}", status)
         if doc is None:
             raise DtuInvalidResponse(f"GET {path}: body is null")
         generic = doc.get("generic") if isinstance(doc, dict) else None
@@ -463,7 +463,7 @@ class AhoyClient:
         status, doc = self.request("POST", "/api/ctrl", body)
         self.last_arrival_t = self.clock.monotonic()
         if status != 200:
-            raise DtuInvalidResponse(f"POST /api/ctrl: HTTP {status}")
+            raise DtuHttpError(f"POST /api/ctrl: HTTP {status}", status)
         if not isinstance(doc, dict):
             raise DtuInvalidResponse("POST /api/ctrl: answer is not a JSON object")
         return doc
@@ -665,20 +665,18 @@ class AhoyClient:
 
     # -- commands
     def rating_w(self, serial: str, position: int) -> float:
-        """The rating a relative limit is converted with: the DTU's max_pwr, bounded by the configured
-        max_power_w (the lower wins); the configured one alone while the DTU does not know it yet."""
+        """The rating a relative limit is converted with: the DTU's max_pwr, the same rating the reader
+        publishes and the writer's percent refers to (and the read-back's 100 %); the configured max_power_w only
+        while the DTU does not know it yet (then the read-back matches only if that is the true rating). Judging
+        a DTU rating against the configured bound is the writer's business."""
         record = self.records.get(position) or self._record(position)
-        dtu_w = record.max_power_w
+        if record.max_power_w > 0:
+            return record.max_power_w
         bound = self.rating_bound(serial, position) if self.rating_bound else None
-        if bound is not None and bound > 0:
-            if dtu_w > bound:
-                log.warning("inverter %s: AhoyDTU reports %g W rated, configured max_power_w is %g W: using %g W",
-                            serial, dtu_w, bound, bound)
-            return float(bound) if dtu_w <= 0 else min(dtu_w, float(bound))
-        if dtu_w <= 0:
-            raise DtuRejected(f"inverter {serial}: rated power not known yet (AhoyDTU max_pwr 0, no "
-                              "max_power_w configured): a relative limit cannot be converted to W")
-        return dtu_w
+        if bound is not None and 0 < bound <= MAX_LIMIT_W:
+            return float(bound)
+        raise DtuRejected(f"inverter {serial}: rated power not known yet (AhoyDTU max_pwr 0, no "
+                          "max_power_w configured): a relative limit cannot be converted to W")
 
     def _proof_ts(self, sent_t: float) -> Optional[float]:
         return self.dtu_clock.latest(sent_t) if self.dtu_clock is not None else None
