@@ -97,10 +97,15 @@ class SimApp:
             self.plant.set_relay(False, source="init")
         self.runner = RealtimeRunner(self.plant)
         base = args.port_base
-        self.dtu = OpenDtuSimulator(self.plant, port=base, firmware=args.firmware, password=args.dtu_password,
-                                    poll_interval_s=args.poll_interval, failure_timeout_s=args.failure_timeout,
-                                    limit_readback_s=args.limit_readback, seed=args.seed,
-                                    retry_after_s=args.retry_after)
+        if args.dtu == "ahoy":                  # served under the device name "opendtu" like the OpenDTU
+            from sim.ahoy import AhoySimulator
+            self.dtu = AhoySimulator(self.plant, port=base, password=args.dtu_password, refresh_s=args.refresh,
+                                     seed=args.seed)
+        else:
+            self.dtu = OpenDtuSimulator(self.plant, port=base, firmware=args.firmware, password=args.dtu_password,
+                                        poll_interval_s=args.poll_interval, failure_timeout_s=args.failure_timeout,
+                                        limit_readback_s=args.limit_readback, seed=args.seed,
+                                        retry_after_s=args.retry_after)
         self.devices: dict[str, object] = {"opendtu": self.dtu}
         self.devices["grid"] = ShellySimulator(self.plant, args.grid_model, "grid", port=base + 1,
                                                password=args.grid_password, seed=args.seed)
@@ -182,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--port-base", type=int, default=18080)
     parser.add_argument("--inverters", type=int, default=2, help="number of inverters (1-8)")
+    parser.add_argument("--dtu", choices=("opendtu", "ahoy"), default="opendtu", help="which DTU to simulate")
+    parser.add_argument("--refresh", type=float, default=15.0, help="AhoyDTU: s between polls of all inverters")
     parser.add_argument("--firmware", default="v25.9.11", help="OpenDTU git_hash, e.g. v24.1.26 (legacy live data)")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="OpenDTU radio poll interval, s")
     parser.add_argument("--failure-timeout", type=float, default=10.0, help="s until an unacked limit is Failure")
