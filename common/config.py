@@ -218,7 +218,8 @@ SCHEMA: dict[str, Section] = {
                               doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
     }, doc="Venus OS D-Bus services"),
     "bus": Section({
-        "rundir": Key(_str, "/tmp/dbus-opendtu", doc="ipc:// sockets live here, mode 0700"),
+        "rundir": Key(_str, "/run/dbus-opendtu",
+                      doc="ipc:// sockets live here; a folder of our own, mode 0700 (a GX: under /run, in memory)"),
         "log_level": Key(_level, "INFO", doc="log level of every service"),
     }, doc="the ZeroMQ bus and process-wide settings"),
 }

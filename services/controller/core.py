@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from services.controller import budget as budget_mod
-from services.controller import distribution, lifesignal, project_law, protection, season, seed_law, stopping
+from services.controller import (distribution, lifesignal, plausible, project_law, protection, season, seed_law,
+                                 stopping)
 from services.controller.model import Inverter, Season, Settings, State
 from services.controller.params import Params
 from services.controller.settings import RANGES, validate_setting
@@ -562,7 +563,7 @@ def step(state: State, events, now: float, params: Params):
     for topic, body in events:
         handler = _HANDLERS.get(topic)
         if handler is not None and isinstance(body, dict):
-            handler(state, body, now, p)
+            handler(state, plausible.clean(topic, body, now), now, p)
 
     fig = _figures(state, now, p)
     due = now >= state.next_relay_t
