@@ -169,3 +169,13 @@ def test_a_disconnected_battery_is_not_present_and_quiet_values_grow_old(private
     body = battery_feed.wait(lambda b: b["present"] and b["soc_pct"] == 56.0, "connected again")
     assert body["age_s"] < 3.0
     assert proc.alive() and "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("raw", [1e300, -1e16, float("inf"), float("nan"), 10 ** 30])
+def test_an_absurd_battery_value_is_published_as_unknown(raw):
+    from services.venus_publisher.battery import BatteryMonitor
+    monitor = BatteryMonitor(None, "", lambda: None, lambda: 100.0)
+    monitor.chosen, monitor.ready, monitor.last_update_t = B1, True, 99.0
+    monitor.values = {"/Soc": 50.0, "/Dc/0/Voltage": 52.0, "/Info/MaxDischargeCurrent": raw, "/Connected": 1}
+    body = m.check_body(m.VENUS_BATTERY, monitor.body(100.0))      # sendable: no SchemaError
+    assert body["present"] and body["dcl_a"] is None and body["soc_pct"] == 50.0 and body["age_s"] == 1.0

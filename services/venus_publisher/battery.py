@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
+from common.messages import MAX_ABS_NUM
 from common.vedbus import RemoteItem, RemoteService, list_names, watch_name_owners
 
 from .model import num
@@ -38,6 +39,13 @@ FIELDS = {            # D-Bus path -> venus.battery field
     "/Dc/0/Temperature": "temperature_c",
 }
 CONNECTED = "/Connected"      # mandatory path of every Venus service; 0: the driver lost its device
+
+
+def _value(raw: Any) -> Optional[float]:
+    """A battery value as the bus carries it: finite and within ±MAX_ABS_NUM, else None (a body with 1e300 would
+    not be sendable at all); what is plausible is the controller's judgement."""
+    value = num(raw)
+    return value if value is not None and -MAX_ABS_NUM <= value <= MAX_ABS_NUM else None
 
 
 def _bus_name(value: Any) -> Optional[str]:
@@ -236,7 +244,7 @@ class BatteryMonitor:
         present = self.present and self.connected
         body = {"present": present, "service": self.chosen}
         for path, key in FIELDS.items():
-            body[key] = num(self.values.get(path)) if present else None
+            body[key] = _value(self.values.get(path)) if present else None
         body["age_s"] = (round(max(0.0, now - self.last_update_t), 3)
                          if present and self.last_update_t is not None else None)
         detail = self.detail
