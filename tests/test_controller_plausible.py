@@ -3,6 +3,7 @@ estimators never become non-finite, a sample time from the future does not keep 
 failing ends the process with a non-zero code (common.service.StepGuard)."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -22,7 +23,8 @@ ABSURD = [1.8e308, -1.8e308, math.inf, -math.inf, math.nan, 10 ** 400, -(10 ** 3
 
 
 def _floats_ok(obj, where="state", seen=None):
-    """No NaN anywhere in the state, and no +inf (-inf is the 'never' sentinel of a few times)."""
+    """No NaN anywhere in the state (the output model and the pulse tracker included), and no +inf (-inf is the
+    'never' sentinel of a few times)."""
     seen = seen if seen is not None else set()
     if id(obj) in seen:
         return
@@ -35,9 +37,12 @@ def _floats_ok(obj, where="state", seen=None):
     elif isinstance(obj, dict):
         for key, value in obj.items():
             _floats_ok(value, f"{where}[{key!r}]", seen)
-    elif isinstance(obj, (list, tuple, set)):
+    elif isinstance(obj, (list, tuple, set, collections.deque)):
         for i, value in enumerate(obj):
             _floats_ok(value, f"{where}[{i}]", seen)
+    elif hasattr(type(obj), "__slots__"):     # the output model, the pulse tracker
+        for name in type(obj).__slots__:
+            _floats_ok(getattr(obj, name, None), f"{where}.{name}", seen)
 
 
 def _running(law):
@@ -169,3 +174,16 @@ def test_controller_with_a_broken_state_gives_up_after_n_steps(tmp_path, rundir)
             service.handle([])
     finally:
         service.close()
+
+
+def test_the_state_walk_reaches_the_output_model_and_the_pulse_tracker():
+    d = _running("project")
+    for _ in range(3):
+        d.step([grid(900.0, d.now), inverter("A", d.now, limit_pct=d.limits()["A"]), battery()], 1.0)
+    d.state.project.pulses.prev_w = math.nan
+    with pytest.raises(AssertionError, match="pulses.prev_w"):
+        _floats_ok(d.state)
+    next(iter(d.state.project.banks.values())).errors[0] = math.nan
+    d.state.project.pulses.prev_w = 0.0
+    with pytest.raises(AssertionError, match=r"banks\['A'\].errors\[0\]"):
+        _floats_ok(d.state)

@@ -242,3 +242,17 @@ def test_a_run_folder_of_another_user_is_refused_and_the_service_exits_2(tmp_pat
     path = write_config(str(tmp_path), base_sections(str(foreign)))
     assert run_service("controller", lambda cfg, log: 0, ["--config", path]) == CONFIG_EXIT_CODE
     assert "owned by uid 12345" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [1.8e308, -1.8e308, 10 ** 400, 10 ** 16, float("inf")])
+def test_numbers_beyond_the_bus_limit_are_rejected_wherever_they_are(value):
+    grid = {"device": "SHEM", "power_w": value, "sign": "positive_is_import", "phases": [{"power_w": 1.0}],
+            "sample_t_mono": 1.0}
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.METER_GRID, grid)
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.METER_GRID, {**grid, "power_w": 1.0, "phases": [{"power_w": value}]})
+    status = {"ok": True, "error_kind": None, "error_count": 0, "serials": [], "can_control": True}
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.DTU_STATUS, {**status, "data_age_s": {"A": value}})
+    assert m.check_body(m.METER_GRID, {**grid, "power_w": -1e15})["power_w"] == -1e15
