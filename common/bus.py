@@ -9,6 +9,7 @@ the DTU writer's `dtu.ack`; settings requests are repeated until `ctrl.settings`
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ SERVICES = tuple(TOPOLOGY)
 SNDHWM = 2000      # messages queued per subscriber before PUB drops (several seconds of traffic)
 RCVHWM = 2000
 MAX_FRAME_BYTES = 256 * 1024   # larger frames are garbage
+FUTURE_TOLERANCE_S = 5.0       # a received time may lie this far ahead of ours (one machine, one clock)
 
 
 def owner_of(topic: str) -> str:
@@ -46,12 +48,30 @@ def owner_of(topic: str) -> str:
     raise KeyError(f"no service owns topic {topic!r}")
 
 
+class RundirError(OSError):
+    """The run folder cannot be trusted: whoever can write to it can replace a socket and speak for a service."""
+
+
 def ensure_rundir(rundir: str) -> str:
-    """Create the run folder with mode 0700 (or tighten an existing one we own)."""
-    os.makedirs(rundir, mode=0o700, exist_ok=True)
-    st = os.stat(rundir)
-    if stat.S_IMODE(st.st_mode) != 0o700 and st.st_uid == os.getuid():
+    """Create the run folder with mode 0700, or accept an existing one only when it is a directory (not a
+    symbolic link) owned by our user; a looser mode of our own folder is tightened to 0700 (and logged).
+    Anything else raises RundirError (its strerror says why)."""
+    try:
+        os.makedirs(rundir, mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(rundir)
+    if stat.S_ISLNK(st.st_mode):
+        raise RundirError(errno.EPERM, "is a symbolic link: refused (use a real folder owned by this user)", rundir)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RundirError(errno.ENOTDIR, "is not a folder", rundir)
+    if st.st_uid != os.geteuid():
+        raise RundirError(errno.EPERM, f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): "
+                                       f"refused (another user could replace the sockets)", rundir)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o700:
         os.chmod(rundir, 0o700)
+        log.warning("bus: run folder %s had mode %04o: tightened to 0700", rundir, mode)
     return rundir
 
 
@@ -81,8 +101,16 @@ class DropReason(Exception):
     """Why a received message was dropped: the counter name is the first argument."""
 
 
-def decode(frames: list[bytes]) -> Message:
-    """Parse and validate two frames; raise DropReason(kind, detail) for anything not acceptable."""
+def _time_ok(t: float, now_mono: float) -> bool:
+    return math.isfinite(t) and 0.0 <= t <= now_mono + FUTURE_TOLERANCE_S
+
+
+def decode(frames: list[bytes], now_mono: Optional[float] = None) -> Message:
+    """Parse and validate two frames; raise DropReason(kind, detail) for anything not acceptable.
+
+    With `now_mono` (the receiver's CLOCK_MONOTONIC), the envelope's `t_mono` and every `*_t_mono` field of the
+    body must be a time that has been: not negative, not beyond now + FUTURE_TOLERANCE_S (all processes read the
+    same clock); else the message is dropped as "time" (a time from the future would keep a sample fresh)."""
     if len(frames) != 2:
         raise DropReason("frames", f"{len(frames)} frames")
     raw_topic, payload = frames
@@ -102,8 +130,11 @@ def decode(frames: list[bytes]) -> Message:
         raise DropReason("version", f"version {env.get('v')!r}")
     src, seq, t_mono, t_wall = env.get("src"), env.get("seq"), env.get("t_mono"), env.get("t_wall")
     if not isinstance(src, str) or isinstance(seq, bool) or not isinstance(seq, int) \
-            or not isinstance(t_mono, (int, float)) or not isinstance(t_wall, (int, float)):
+            or not isinstance(t_mono, (int, float)) or not isinstance(t_wall, (int, float)) \
+            or isinstance(t_mono, bool) or not math.isfinite(t_wall):
         raise DropReason("envelope", "bad envelope fields")
+    if now_mono is not None and not _time_ok(t_mono, now_mono):
+        raise DropReason("time", f"envelope t_mono {t_mono!r}, now {now_mono:.3f}")
     if topic not in m.SCHEMAS:
         raise DropReason("topic", f"unknown topic {topic!r}")
     if TOPOLOGY.get(src) is None or topic not in TOPOLOGY[src]:
@@ -112,6 +143,10 @@ def decode(frames: list[bytes]) -> Message:
         body = m.check_body(topic, env.get("body"))
     except m.SchemaError as exc:
         raise DropReason("schema", str(exc)) from None
+    if now_mono is not None:
+        for name, value in body.items():
+            if name.endswith("_t_mono") and value is not None and not _time_ok(value, now_mono):
+                raise DropReason("time", f"{topic}.{name} {value!r}, now {now_mono:.3f}")
     return Message(topic, src, seq, float(t_mono), float(t_wall), body)
 
 
@@ -181,13 +216,14 @@ class Subscriber:
     """
 
     def __init__(self, rundir: str, topics: Iterable[str] = ("",), services: Optional[Iterable[str]] = None,
-                 context: Optional[zmq.Context] = None):
+                 context: Optional[zmq.Context] = None, clock=SYSTEM_CLOCK):
         topics = list(topics) or [""]
         if services is None:
             services = [s for s, owned in TOPOLOGY.items()
                         if any(t.startswith(p) or p.startswith(t) for t in owned for p in topics)]
         self.services = list(services)
         self.stats = BusStats()
+        self.clock = clock
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -231,7 +267,7 @@ class Subscriber:
         except zmq.Again:
             return None
         try:
-            msg = decode(frames)
+            msg = decode(frames, self.clock.monotonic())
         except DropReason as exc:
             kind = exc.args[0]
             self.stats.dropped[kind] += 1

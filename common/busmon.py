@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--stats", action="store_true", help="rate per topic and seq gaps, every --every s")
     parser.add_argument("--every", type=float, default=5.0, help="s between --stats reports (default 5)")
-    parser.add_argument("--rundir", help="the bus run folder (default: from --config, else /tmp/dbus-opendtu)")
+    parser.add_argument("--rundir", help="the bus run folder (default: from --config, else [bus] rundir's default)")
     parser.add_argument("--config", help="config.ini to read [bus] rundir from")
     parser.add_argument("--count", type=int, default=0, help="stop after N messages (0: never)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")

@@ -169,6 +169,11 @@ SCHEMA: dict[str, Section] = {
         "seed_loop_interval": Key(_float, 3.0, min=0.5, max=60, doc="s, cycle of the seed law"),
         "grid_stale_s": Key(_float, 5.0, min=1, max=120, doc="s, older grid samples count as stale"),
         "battery_stale_s": Key(_float, 60.0, min=1, max=3600, doc="s, older battery state counts as stale"),
+        "battery_max_age_s": Key(_float, 300.0, min=10, max=3600,
+                                 doc="s, a battery whose own values have not changed for longer counts as stale"),
+        "battery_fallback_dcl_a": Key(_float, 0.0, min=0, max=1000,
+                                      doc="A, discharge limit used when the battery reports none "
+                                          "(0: none, the inverters stay at their minimum)"),
         "dtu_stale_s": Key(_float, 30.0, min=2, max=3600, doc="s, older inverter data counts as stale"),
         "balcony_fallback_w": Key(_int, 500, min=0, max=800, doc="W assumed when the balcony meter is unreadable"),
         "negative_grid_w": Key(_int, 150, min=0, max=5000, doc="W of export counted as uncorrectable"),
@@ -218,7 +223,8 @@ SCHEMA: dict[str, Section] = {
                               doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
     }, doc="Venus OS D-Bus services"),
     "bus": Section({
-        "rundir": Key(_str, "/tmp/dbus-opendtu", doc="ipc:// sockets live here, mode 0700"),
+        "rundir": Key(_str, "/run/dbus-opendtu",
+                      doc="ipc:// sockets live here; a folder of our own, mode 0700 (a GX: under /run, in memory)"),
         "log_level": Key(_level, "INFO", doc="log level of every service"),
     }, doc="the ZeroMQ bus and process-wide settings"),
 }

@@ -36,8 +36,15 @@ class F:
     values: Any = None         # for dicts with free keys (str -> values): tuple of types
 
 
+MAX_ABS_NUM = 1e15    # no quantity on the bus comes near (kWh counters, unix seconds ~2e9, sequence numbers);
+                      # a few such numbers summed stay finite (two of 1.8e308 made inf, then NaN)
+
+
 def _num_ok(value) -> bool:
-    return not (isinstance(value, float) and not math.isfinite(value))
+    """Finite and |value| <= MAX_ABS_NUM (an int too: 10**400 would overflow a float conversion)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return not isinstance(value, (int, float)) or isinstance(value, bool) or -MAX_ABS_NUM <= value <= MAX_ABS_NUM
 
 
 def validate(schema: dict, body: Any, where: str = "body") -> dict:
@@ -56,22 +63,22 @@ def validate(schema: dict, body: Any, where: str = "body") -> dict:
             raise SchemaError(f"{where}.{name}: bool not allowed")
         if not isinstance(value, field.types):
             raise SchemaError(f"{where}.{name}: {type(value).__name__} not allowed")
-        if isinstance(value, float) and not _num_ok(value):
-            raise SchemaError(f"{where}.{name}: not finite")
+        if not _num_ok(value):
+            raise SchemaError(f"{where}.{name}: not finite or beyond ±{MAX_ABS_NUM:g}")
         if isinstance(value, list) and field.items is not None:
             if isinstance(field.items, dict):
                 value = [validate(field.items, item, f"{where}.{name}[{i}]") for i, item in enumerate(value)]
             else:
                 for i, item in enumerate(value):
                     if isinstance(item, bool) and bool not in field.items or not isinstance(item, field.items) \
-                            or (isinstance(item, float) and not _num_ok(item)):
+                            or not _num_ok(item):
                         raise SchemaError(f"{where}.{name}[{i}]: bad item")
         elif isinstance(value, dict) and field.items is not None:
             value = validate(field.items, value, f"{where}.{name}")
         elif isinstance(value, dict) and field.values is not None:
             for key, item in value.items():
                 if not isinstance(key, str) or (isinstance(item, bool) and bool not in field.values) \
-                        or not isinstance(item, field.values) or (isinstance(item, float) and not _num_ok(item)):
+                        or not isinstance(item, field.values) or not _num_ok(item):
                     raise SchemaError(f"{where}.{name}[{key!r}]: bad entry")
         out[name] = value
     return out

@@ -1,14 +1,18 @@
 """The bus: round trips between processes over real sockets, hostile frames, publisher restarts, busmon."""
 import json
+import os
 import signal
+import stat
 
 import msgpack
 import pytest
 import zmq
 
 from common import messages as m
-from common.bus import Publisher, Subscriber, decode, DropReason, encode, endpoint
-from tests.support import PYTHON, wait_for
+from common.bus import Publisher, RundirError, Subscriber, decode, DropReason, encode, endpoint, ensure_rundir
+from common.config import CONFIG_EXIT_CODE
+from common.service import run_service
+from tests.support import PYTHON, base_sections, wait_for, write_config
 
 RELAY_BODY = {"on": True, "reason": "test"}
 
@@ -157,3 +161,98 @@ def test_busmon_filters_and_stats(procs, rundir):
     wait_for(lambda: not quiet.alive() and not stats.alive(), 30, what="busmon runs to end")
     assert "ctrl.relay" not in quiet.output()
     assert "ctrl.relay" in stats.output() and "/s" in stats.output()
+
+
+# ------------------------------------------------------------------ times and the run folder (issue 14.8)
+
+def _envelope(t_mono, topic=m.CTRL_RELAY, body=None, t_wall=1.7e9):
+    return [topic.encode(), msgpack.packb({"v": 1, "src": "controller", "seq": 1, "t_mono": t_mono,
+                                           "t_wall": t_wall, "body": body or RELAY_BODY})]
+
+
+@pytest.mark.parametrize("t_mono", [float("nan"), float("inf"), float("-inf"), -1.0, 1000.0 + 5.5, 1e300])
+def test_an_envelope_time_that_has_not_been_is_dropped(t_mono):
+    with pytest.raises(DropReason) as why:
+        decode(_envelope(t_mono), now_mono=1000.0)
+    assert why.value.args[0] in ("time", "envelope")
+    assert decode(_envelope(1004.9), now_mono=1000.0).t_mono == 1004.9      # within the tolerance
+
+
+def test_a_body_time_from_the_future_is_dropped():
+    body = {"device": "SHEM", "power_w": 300.0, "sign": "positive_is_import", "phases": [{"power_w": 300.0}],
+            "sample_t_mono": 5000.0}
+    frames = [m.METER_GRID.encode(), msgpack.packb({"v": 1, "src": "shelly_poller", "seq": 1, "t_mono": 999.0,
+                                                    "t_wall": 1.7e9, "body": body})]
+    with pytest.raises(DropReason, match="sample_t_mono"):
+        decode(frames, now_mono=1000.0)
+    assert decode(frames, now_mono=4999.0).body["sample_t_mono"] == 5000.0
+
+
+def test_the_subscriber_drops_and_counts_times_from_the_future(rundir):
+    ctx = zmq.Context.instance()
+    rogue = ctx.socket(zmq.PUB)
+    rogue.bind(endpoint(rundir, "controller"))
+    sub = Subscriber(rundir, topics=[""], services=["controller"])
+    good = encode("controller", 7, m.CTRL_RELAY, RELAY_BODY)
+
+    def send_and_get_good():
+        rogue.send_multipart(_envelope(float("nan")))
+        rogue.send_multipart(_envelope(1e12))
+        rogue.send_multipart(good)
+        return sub.recv(timeout_s=0.2)
+
+    msg = wait_for(send_and_get_good, 10, interval_s=0, what="the good message after the bad ones")
+    assert msg.seq == 7
+    assert sub.stats.dropped["time"] >= 1 and sub.stats.dropped["envelope"] + sub.stats.dropped["time"] >= 2
+    rogue.close(0)
+    sub.close()
+
+
+def test_the_run_folder_is_created_0700_and_our_own_loose_one_tightened(tmp_path):
+    fresh = tmp_path / "run" / "bus"
+    ensure_rundir(str(fresh))
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
+    os.chmod(fresh, 0o777)
+    ensure_rundir(str(fresh))
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
+
+
+def test_a_run_folder_we_cannot_trust_is_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(RundirError, match="symbolic link"):
+        ensure_rundir(str(link))
+    plain = tmp_path / "file"
+    plain.write_text("")
+    with pytest.raises(RundirError, match="not a folder"):
+        ensure_rundir(str(plain))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_run_folder_of_another_user_is_refused_and_the_service_exits_2(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chmod(foreign, 0o777)
+    os.chown(foreign, 12345, 12345)
+    with pytest.raises(RundirError, match="owned by uid 12345"):
+        ensure_rundir(str(foreign))
+    assert stat.S_IMODE(os.stat(foreign).st_mode) == 0o777          # not ours: left as it is
+    path = write_config(str(tmp_path), base_sections(str(foreign)))
+    assert run_service("controller", lambda cfg, log: 0, ["--config", path]) == CONFIG_EXIT_CODE
+    assert "owned by uid 12345" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [1.8e308, -1.8e308, 10 ** 400, 10 ** 16, float("inf")])
+def test_numbers_beyond_the_bus_limit_are_rejected_wherever_they_are(value):
+    grid = {"device": "SHEM", "power_w": value, "sign": "positive_is_import", "phases": [{"power_w": 1.0}],
+            "sample_t_mono": 1.0}
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.METER_GRID, grid)
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.METER_GRID, {**grid, "power_w": 1.0, "phases": [{"power_w": value}]})
+    status = {"ok": True, "error_kind": None, "error_count": 0, "serials": [], "can_control": True}
+    with pytest.raises(m.SchemaError):
+        m.check_body(m.DTU_STATUS, {**status, "data_age_s": {"A": value}})
+    assert m.check_body(m.METER_GRID, {**grid, "power_w": -1e15})["power_w"] == -1e15

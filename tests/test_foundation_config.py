@@ -19,7 +19,7 @@ def test_minimal_config_gets_documented_defaults():
         == ("project", 25, 700, 96)
     assert cfg.control.state_dir == "/etc/x"
     assert (cfg.venus.acload_instance, cfg.venus.dcsystem_instance, cfg.venus.dcload_first_instance) == (59, 137, 134)
-    assert cfg.bus.rundir == "/tmp/dbus-opendtu"
+    assert cfg.bus.rundir == "/run/dbus-opendtu"
 
 
 def test_optional_section_defaults():

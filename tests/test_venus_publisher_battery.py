@@ -151,3 +151,31 @@ def test_choose_battery_rules():
     assert choose_battery(True, "com.victronenergy.battery/999", {B1: 512}) == (B1, None)
     assert choose_battery(True, "garbage/x", both)[0] is None
     assert choose_battery(True, 5, {B1: None}) == (B1, None)
+
+
+def test_a_disconnected_battery_is_not_present_and_quiet_values_grow_old(private_dbus, procs, rundir, battery_feed):
+    bat = HelperService(procs, rundir, battery_spec(B1))
+    proc = start_publisher(procs, rundir)
+    battery_feed.wait(lambda b: b["present"], "battery found")
+    # no value changes: venus_publisher keeps publishing, and the values' age grows (the controller's clue)
+    body = battery_feed.wait(lambda b: b["present"] and b["age_s"] >= 3.0, "age_s growing without changes")
+    assert body["soc_pct"] == 55.0
+    # the driver lost its BMS: /Connected 0 with the old values still on D-Bus
+    bat.send({"op": "set", "values": {"/Connected": 0}})
+    body = battery_feed.wait(lambda b: not b["present"], "/Connected 0 -> not present")
+    assert body["soc_pct"] is None and body["dcl_a"] is None and body["age_s"] is None
+    assert "/Connected = 0" in body["detail"]
+    bat.send({"op": "set", "values": {"/Connected": 1, "/Soc": 56.0}})
+    body = battery_feed.wait(lambda b: b["present"] and b["soc_pct"] == 56.0, "connected again")
+    assert body["age_s"] < 3.0
+    assert proc.alive() and "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("raw", [1e300, -1e16, float("inf"), float("nan"), 10 ** 30])
+def test_an_absurd_battery_value_is_published_as_unknown(raw):
+    from services.venus_publisher.battery import BatteryMonitor
+    monitor = BatteryMonitor(None, "", lambda: None, lambda: 100.0)
+    monitor.chosen, monitor.ready, monitor.last_update_t = B1, True, 99.0
+    monitor.values = {"/Soc": 50.0, "/Dc/0/Voltage": 52.0, "/Info/MaxDischargeCurrent": raw, "/Connected": 1}
+    body = m.check_body(m.VENUS_BATTERY, monitor.body(100.0))      # sendable: no SchemaError
+    assert body["present"] and body["dcl_a"] is None and body["soc_pct"] == 50.0 and body["age_s"] == 1.0

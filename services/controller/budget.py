@@ -12,6 +12,32 @@ def feed_in_budget(max_feed_in_w: float, balcony_w: float, voltage_v: Optional[f
     return max(0.0, min(max_feed_in_w - balcony_w, voltage_v * dcl_a))
 
 
+def discharge_limit(dcl_a: Optional[float], fallback_a: float) -> Optional[float]:
+    """The battery's discharge limit, or the configured fallback when it reports none (0: no fallback)."""
+    if dcl_a is not None:
+        return dcl_a
+    return fallback_a if fallback_a > 0 else None
+
+
+def battery_unusable(bat, dcl_a: Optional[float], now: float, p) -> Optional[str]:
+    """Why the battery state cannot be used for the budget (then only safe minimum limits), or None.
+
+    Its message must be recent (venus_publisher repeats it every ~1.5 s) *and* its values: venus_publisher
+    republishes whatever it last saw, so a battery driver that stopped updating looks recent by the message
+    alone; `age_s` is how long ago the battery's values last changed on D-Bus. A battery with /Connected 0 is
+    published as not present."""
+    if not bat.present or bat.recv_t is None or now - bat.recv_t > p.battery_stale_s:
+        return "battery stale"
+    if bat.value_t is None or now - bat.value_t > p.battery_max_age_s:
+        age = "unknown" if bat.value_t is None else f"{now - bat.value_t:.0f} s"
+        return f"battery stale (values unchanged for {age})"
+    if bat.soc_pct is None or bat.voltage_v is None:
+        return "battery stale (no SOC or voltage)"
+    if dcl_a is None:
+        return "battery reports no discharge limit ([control] battery_fallback_dcl_a = 0)"
+    return None
+
+
 def sun_shines(balcony_w: Optional[float], balcony_readable: bool, threshold_w: float) -> bool:
     return balcony_readable and balcony_w is not None and balcony_w > threshold_w
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from services.controller import budget as budget_mod
-from services.controller import distribution, lifesignal, project_law, protection, season, seed_law, stopping
+from services.controller import (distribution, lifesignal, plausible, project_law, protection, season, seed_law,
+                                 stopping)
 from services.controller.model import Inverter, Season, Settings, State
 from services.controller.params import Params
 from services.controller.settings import RANGES, validate_setting
@@ -285,6 +286,8 @@ def _on_battery(state: State, body: dict, now: float, p: Params) -> None:
     bat = state.battery
     bat.present = body.get("present") is True
     bat.recv_t = now
+    age = _num(body.get("age_s"))
+    bat.value_t = now - age if age is not None else None
     bat.soc_pct = _num(body.get("soc_pct"))
     bat.voltage_v = _num(body.get("voltage_v"))
     bat.current_a = _num(body.get("current_a"))
@@ -371,8 +374,9 @@ def _figures(state: State, now: float, p: Params) -> Figures:
     # meter.status only colours the alarm
     grid_fresh = state.grid_t is not None and now - state.grid_t <= p.grid_stale_s
     bat = state.battery
-    battery_ok = (bat.present and bat.recv_t is not None and now - bat.recv_t <= p.battery_stale_s
-                  and bat.soc_pct is not None and bat.voltage_v is not None and bat.dcl_a is not None)
+    dcl_a = budget_mod.discharge_limit(bat.dcl_a, p.battery_fallback_dcl_a)
+    battery_why = budget_mod.battery_unusable(bat, dcl_a, now, p)
+    battery_ok = battery_why is None
     balcony_active = p.balcony_configured if p.balcony_configured is not None else state.balcony_seen
     balcony_readable = False
     if balcony_active:
@@ -381,7 +385,7 @@ def _figures(state: State, now: float, p: Params) -> Figures:
         balcony_used = state.balcony_w if balcony_readable else float(p.balcony_fallback_w)
     else:
         balcony_used = 0.0
-    budget = (budget_mod.feed_in_budget(s.max_feed_in, balcony_used, bat.voltage_v, bat.dcl_a)
+    budget = (budget_mod.feed_in_budget(s.max_feed_in, balcony_used, bat.voltage_v, dcl_a)
               if battery_ok else None)
     cap = budget if budget is not None else max(0.0, s.max_feed_in - balcony_used)
     sun = budget_mod.sun_shines(state.balcony_w, balcony_readable, p.sun_threshold_w)
@@ -396,7 +400,7 @@ def _figures(state: State, now: float, p: Params) -> Figures:
         stale.append("dtu")
     if balcony_active and not balcony_readable:
         stale.append("balcony")
-    unsafe = [f"{name} stale" for name in stale if name in ("grid", "battery")]
+    unsafe = (["grid stale"] if not grid_fresh else []) + ([battery_why] if battery_why else [])
     if state.relay_wanted is False:
         unsafe.append("life signal off")
     return Figures(grid_fresh, battery_ok, not unsafe, balcony_active, balcony_readable,
@@ -562,7 +566,7 @@ def step(state: State, events, now: float, params: Params):
     for topic, body in events:
         handler = _HANDLERS.get(topic)
         if handler is not None and isinstance(body, dict):
-            handler(state, body, now, p)
+            handler(state, plausible.clean(topic, body, now), now, p)
 
     fig = _figures(state, now, p)
     due = now >= state.next_relay_t
@@ -664,6 +668,8 @@ def next_wake_t(state: State, params: Params, now: float) -> float:
         deadlines.append(state.grid_t + p.grid_stale_s + STALE_WAKE_AFTER_S)
     if state.battery.recv_t is not None:
         deadlines.append(state.battery.recv_t + p.battery_stale_s + STALE_WAKE_AFTER_S)
+    if state.battery.value_t is not None:
+        deadlines.append(state.battery.value_t + p.battery_max_age_s + STALE_WAKE_AFTER_S)
     if state.balcony_t is not None:
         deadlines.append(state.balcony_t + p.balcony_stale_s + STALE_WAKE_AFTER_S)
     return min((t for t in deadlines if t > now), default=float("inf"))

@@ -61,6 +61,7 @@ class Inverter:
 class Battery:
     present: bool = False
     recv_t: Optional[float] = None
+    value_t: Optional[float] = None          # when its values were last updated on D-Bus (recv_t - age_s)
     soc_pct: Optional[float] = None
     voltage_v: Optional[float] = None
     current_a: Optional[float] = None        # + = charging

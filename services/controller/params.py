@@ -36,6 +36,8 @@ class Params:
     seed_loop_interval_s: float = 3.0
     grid_stale_s: float = 5.0
     battery_stale_s: float = 60.0
+    battery_max_age_s: float = 300.0           # the battery's own values (age_s) older than this: not usable
+    battery_fallback_dcl_a: float = 0.0        # A used when the battery reports no discharge limit (0: none)
     dtu_stale_s: float = 30.0
     balcony_stale_s: float = 30.0
     ack_timeout_s: float = 20.0

@@ -6,6 +6,7 @@ import logging
 from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
+from common.service import StepGuard
 from services.controller import core
 from services.controller.persist import StateStore
 
@@ -26,7 +27,7 @@ class ControllerService:
         self.sub = Subscriber(cfg.bus.rundir, topics=INPUT_TOPICS)
         self.last_relay = None
         self.last_answers = []
-        self.last_error = None
+        self.guard = StepGuard(log)
         log.info("%s law, MaxFeedIn %d W, ZeroPoint %d W, SocFloatingMax %d %%, state file %s",
                  self.params.law, self.state.settings.max_feed_in, self.state.settings.zero_point,
                  self.state.season.sfm, self.store.path)
@@ -37,16 +38,13 @@ class ControllerService:
             self.saved_version = version
 
     def handle(self, events) -> None:
-        try:
+        # a failed step is a bug: the writer's watchdog sends the inverters to their minimum if no setpoint
+        # follows; the same failure MAX_FAILED_STEPS times in a row (a state that stays broken) ends the process
+        # with a non-zero code and supervisord starts it afresh (settings and season come from the state file)
+        with self.guard:
             self.state, outputs = core.step(self.state, events, self.clock.monotonic(), self.params)
-        except Exception as exc:  # a bug: keep the process (and its state) alive; the writer's watchdog
-            # sends the inverters to their minimum if no setpoint follows
-            kind = f"{type(exc).__name__}: {exc}"
-            if kind != self.last_error:
-                self.log.critical("step failed (%s)", kind, exc_info=True)
-                self.last_error = kind
+        if self.guard.failed:
             return
-        self.last_error = None
         for topic, body in outputs:
             try:
                 self.pub.publish(topic, body)

@@ -11,13 +11,17 @@ Choice (`choose_battery`, pure):
 Following: NameOwnerChanged under `com.victronenergy` tells appear / disappear / replace; the chosen service is
 read once with GetItems and then followed by its PropertiesChanged and ItemsChanged signals (no polling);
 `/ActiveBatteryService` likewise. `age_s` in venus.battery is the time since the last value update seen on D-Bus
-(signal or GetItems) of the chosen battery.
+(signal or GetItems) of the chosen battery's values: venus_publisher repeats the message, so a driver that stopped
+updating shows as a growing `age_s`, and the controller treats old values as stale. A battery whose `/Connected` is
+0 (the driver lost its BMS and keeps its last values) is published as not present, with the reason in `detail`;
+an invalid or missing `/Connected` counts as connected (some drivers do not publish it).
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Optional
 
+from common.messages import MAX_ABS_NUM
 from common.vedbus import RemoteItem, RemoteService, list_names, watch_name_owners
 
 from .model import num
@@ -34,6 +38,14 @@ FIELDS = {            # D-Bus path -> venus.battery field
     "/Info/MaxDischargeCurrent": "dcl_a",
     "/Dc/0/Temperature": "temperature_c",
 }
+CONNECTED = "/Connected"      # mandatory path of every Venus service; 0: the driver lost its device
+
+
+def _value(raw: Any) -> Optional[float]:
+    """A battery value as the bus carries it: finite and within ±MAX_ABS_NUM, else None (a body with 1e300 would
+    not be sendable at all); what is plausible is the controller's judgement."""
+    value = num(raw)
+    return value if value is not None and -MAX_ABS_NUM <= value <= MAX_ABS_NUM else None
 
 
 def _bus_name(value: Any) -> Optional[str]:
@@ -198,7 +210,7 @@ class BatteryMonitor:
         self.last_update_t = None
         if name is not None:
             self._remote = RemoteService(self.bus, name, on_change=self._on_value, on_ready=self._on_ready,
-                                         paths=set(FIELDS))
+                                         paths=set(FIELDS) | {CONNECTED})
         self._on_update()
 
     def _on_ready(self, ok: bool, detail: str) -> None:
@@ -211,7 +223,10 @@ class BatteryMonitor:
 
     def _on_value(self, path: str, value: Any, changed: bool) -> None:
         self.values[path] = value
-        self.last_update_t = self._mono()
+        if path in FIELDS:
+            self.last_update_t = self._mono()
+        if path == CONNECTED and changed:
+            log.info("battery: %s %s = %r", self.chosen, CONNECTED, value)
         if changed:
             self._on_update()
 
@@ -220,15 +235,22 @@ class BatteryMonitor:
     def present(self) -> bool:
         return self.chosen is not None and self.ready
 
+    @property
+    def connected(self) -> bool:
+        value = self.values.get(CONNECTED)
+        return value is None or value == 1
+
     def body(self, now: float) -> dict:
-        present = self.present
+        present = self.present and self.connected
         body = {"present": present, "service": self.chosen}
         for path, key in FIELDS.items():
-            body[key] = num(self.values.get(path)) if present else None
+            body[key] = _value(self.values.get(path)) if present else None
         body["age_s"] = (round(max(0.0, now - self.last_update_t), 3)
                          if present and self.last_update_t is not None else None)
         detail = self.detail
-        if self.chosen is not None and not present:
+        if self.present and not present:
+            detail = f"{self.chosen}: {CONNECTED} = {self.values.get(CONNECTED)!r} (the battery is not connected)"
+        elif self.chosen is not None and not present:
             detail = f"{self.chosen} not readable yet"
         if detail:
             body["detail"] = detail
