@@ -212,6 +212,8 @@ class Transport:
                 content += chunk
                 if len(content) > self.max_body_bytes:
                     raise InvalidResponse(f"{where}: answer larger than {self.max_body_bytes} bytes")
+            if resp.length:             # Content-Length promised more than arrived before the peer closed
+                raise HttpConnectionError(f"{where}: answer cut short ({resp.length} bytes missing)")
             return Answer(resp.status, resp.headers, bytes(content), self.clock.monotonic())
         except (socket.timeout, TimeoutError):
             raise HttpTimeout(f"{where}: no complete answer within {self.timeout_s:g} s") from None
