@@ -246,9 +246,8 @@ def parse_livedata_inverter(doc: Any, serial: str) -> Optional[InverterLive]:
         if dc_group is not None and not isinstance(dc_group, dict):
             raise DtuInvalidResponse(f"{where}.DC: not an object")
         dc_inputs = []
-        for key in sorted((dc_group or {}), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)):
-            if not key.isdigit():
-                continue
+        # ASCII channel numbers only ("²".isdigit() is true, int("²") raises)
+        for key in sorted((k for k in (dc_group or {}) if re.fullmatch(r"[0-9]{1,3}", k)), key=int):
             ch = _channel(item, "DC", key, where)
             dc_inputs.append(DcInput(voltage_v=_vud(ch, "Voltage", f"{where}.DC.{key}"),
                                      current_a=_vud(ch, "Current", f"{where}.DC.{key}"),
