@@ -29,36 +29,33 @@ MAX_BODY_BYTES = 1 << 20       # a full legacy livedata answer for 16 inverters 
 # ------------------------------------------------------------------ errors
 
 class DtuError(HttpError):
-    """Base of every OpenDTU problem. `kind` is what dtu.status publishes as error_kind."""
-    kind = "error"
+    """Base of every OpenDTU problem. `kind` (from the common error each subclass also is) is what dtu.status
+    publishes as error_kind."""
 
 
 class DtuConnectionError(DtuError, HttpConnectionError):
-    kind = "connection"
+    pass
 
 
 class DtuTimeout(DtuError, HttpTimeout):
-    kind = "timeout"
+    pass
 
 
 class DtuAuthError(DtuError, HttpAuthError):
-    kind = "auth"
+    pass
 
 
 class DtuRateLimited(DtuError, HttpRateLimited):
-    kind = "rate_limited"
+    pass
 
 
 class DtuHttpError(DtuError, HttpStatusError):
-    kind = "http"
-
     def __init__(self, message: str, status: int):
         super().__init__(message, status)
 
 
 class DtuInvalidResponse(DtuError, InvalidResponse):
     """HTML instead of JSON, a `null` body, garbage, missing fields, bad value shapes, implausible numbers."""
-    kind = "invalid"
 
 
 class DtuRejected(DtuError):

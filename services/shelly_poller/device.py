@@ -240,6 +240,12 @@ def raw_numbers(obj: dict, keys) -> tuple:
 
 # ---------------------------------------------------------------- readings
 
+def _with_known(body: dict, obj, names) -> dict:
+    """body plus each of obj's fields `names` that is not None."""
+    body.update((name, getattr(obj, name)) for name in names if getattr(obj, name) is not None)
+    return body
+
+
 @dataclass(frozen=True)
 class PhaseReading:
     power_w: Optional[float]
@@ -249,12 +255,8 @@ class PhaseReading:
     energy_export_kwh: Optional[float] = None
 
     def to_body(self) -> dict:
-        body = {"power_w": self.power_w}
-        for name in ("voltage_v", "current_a", "energy_import_kwh", "energy_export_kwh"):
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
-        return body
+        return _with_known({"power_w": self.power_w}, self,
+                           ("voltage_v", "current_a", "energy_import_kwh", "energy_export_kwh"))
 
 
 @dataclass(frozen=True)
@@ -272,11 +274,7 @@ class MeterReading:
     def to_body(self) -> dict:
         body = {"device": self.device, "power_w": self.power_w, "sign": SIGN,
                 "phases": [p.to_body() for p in self.phases], "sample_t_mono": self.sample_t_mono}
-        for name in ("energy_import_kwh", "energy_export_kwh", "device_time"):
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
-        return body
+        return _with_known(body, self, ("energy_import_kwh", "energy_export_kwh", "device_time"))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from common.http import (HttpAuthError, HttpConnectionError, HttpError, HttpRate
 
 class ShellyError(HttpError):
     """Any problem talking to a Shelly; the message names the device."""
-    kind = "error"
 
     def __init__(self, host: str, message: str):
         self.host = host
@@ -18,26 +17,22 @@ class ShellyError(HttpError):
 
 
 class ShellyConnectionError(ShellyError, HttpConnectionError):
-    kind = "connection"
+    pass
 
 
 class ShellyTimeout(ShellyError, HttpTimeout):
-    kind = "timeout"
+    pass
 
 
 class ShellyAuthError(ShellyError, HttpAuthError):
     """401, or credentials withheld because the auth scheme does not fit the device's pinned generation."""
-    kind = "auth"
 
 
 class ShellyRateLimited(ShellyError, HttpRateLimited):
-    kind = "rate_limited"
-    retry_after_s = None
+    pass
 
 
 class ShellyHttpError(ShellyError, HttpStatusError):
-    kind = "http"
-
     def __init__(self, host: str, message: str, status: int | None = None, code: int | None = None):
         super().__init__(host, message)
         self.status, self.code = status, code
@@ -45,7 +40,6 @@ class ShellyHttpError(ShellyError, HttpStatusError):
 
 class ShellyInvalidResponse(ShellyError, InvalidResponse):
     """The body is not what the API promises: HTML, garbage, null, NaN, missing or implausible fields."""
-    kind = "invalid"
 
     def __init__(self, host: str, message: str, kind: str = "invalid"):
         super().__init__(host, message)
