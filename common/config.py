@@ -72,10 +72,13 @@ def _host(raw: str) -> str:
     return value
 
 
+_URL = re.compile(r"^https?://([^\s/?#]*@)?(\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]]+)(:\d{1,5})?([/?#]|$)")
+
+
 def _url(raw: str) -> str:
     value = raw.strip()
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError("not an http:// URL")
+    if value and not _URL.match(value):
+        raise ValueError("not an http://[user:password@]host[:port]/... URL (a / @ : in a password: %2F %40 %3A)")
     return value
 
 

@@ -123,7 +123,8 @@ def test_both_device_clients_keep_the_deadline_and_name_it_in_their_own_error(sc
 def test_a_complete_answer_arrives_with_its_status_headers_and_time(scripted):
     server = scripted(lambda req: json_response({"ok": True}, 404, [("X-Test", "1")]))
     answer = Transport(server.url + "/ignored-prefix", 2.0, 1 << 20).request("GET", "/x?a=1")
-    assert (answer.status_code, answer.headers.get("x-test"), http.decode_json(answer.content)) == (404, "1", {"ok": True})
+    assert (answer.status_code, answer.headers.get("x-test")) == (404, "1")
+    assert http.decode_json(answer.content) == {"ok": True}
     assert answer.t_mono > 0 and server.seen[0].raw_path == "/x?a=1"
 
 
@@ -183,7 +184,8 @@ def test_device_errors_keep_their_constructors_and_extra_fields():
     err = shelly.ShellyHttpError("h:80", "HTTP 500", status=500, code=-104)
     assert (err.status, err.code, str(err)) == (500, -104, "Shelly h:80: HTTP 500")
     assert shelly.ShellyInvalidResponse("h", "page", kind="html").kind == "html"
-    assert shelly.ShellyInvalidReading.kind == "invalid_reading" and shelly.ShellyUnsupportedDevice.kind == "unsupported"
+    assert shelly.ShellyInvalidReading.kind == "invalid_reading"
+    assert shelly.ShellyUnsupportedDevice.kind == "unsupported"
 
 
 # ---------------------------------------------------------------- helpers

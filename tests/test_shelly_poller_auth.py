@@ -156,6 +156,13 @@ def test_relay_url_user_info_is_sent_as_basic_and_never_on_the_request_line(devi
     assert "p%40ss" not in caplog.text and "p@ss" not in caplog.text and "credentials from the URL" in caplog.text
 
 
+@pytest.mark.parametrize("url", ["http://user:p/w@host/relay/0", "http://host:port/relay/0", "http://u:p@/relay/0",
+                                 "ftp://host/relay/0"])
+def test_the_config_refuses_urls_whose_host_cannot_be_read(url):
+    with pytest.raises(ValueError):
+        _url(url)
+
+
 def test_wrong_user_info_is_an_auth_error_that_shows_no_password(device):
     relay = device(GEN1_INFO, user="relayuser", password="right")
     result = RelayClient(relay_url(relay, "relayuser:Wr0ng-pw@"), 2.0).switch(True)
