@@ -218,3 +218,29 @@ def test_shelly_detection_and_relay_answers_are_valid_or_named(info, relay, swit
         assert isinstance(result.ok, bool) and result.on in (None, True, False)
         assert ok(result.timer_remaining_s, plausible.TIMER_S)
         assert result.ok or result.error_kind in ("invalid", "unconfirmed", "no_timer")
+
+
+JSON_BITS = st.sampled_from(['{', '}', '[', ']', ',', ':', '"a"', '"v"', "1", "-0", "1e999", "1.8e308", "9" * 400,
+                             "NaN", "Infinity", "null", "true", "\\u0000", '"\\ud800"', " ", "\xff", "1" * 5000])
+
+
+@PROPERTY
+@given(st.one_of(st.binary(max_size=300), st.lists(JSON_BITS, max_size=40).map("".join)))
+def test_strict_json_decodes_or_names_the_answer_invalid(raw):
+    try:
+        value = http.decode_json(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass"))
+    except http.InvalidResponse as exc:
+        assert exc.kind == "invalid"
+        return
+    for number in _numbers(value):
+        assert math.isfinite(number) and abs(number) < 10 ** 31
+
+
+def _numbers(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value

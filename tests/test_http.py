@@ -1,5 +1,6 @@
 """common.http: the total deadline per request (enforced at the socket), the bounded body, the error tree and its
 kind strings, strict JSON; over real sockets on 127.0.0.1."""
+import base64
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from common.http import (HttpAuthError, HttpConnectionError, HttpError, HttpRate
                          HttpTimeout, InvalidResponse, Transport)
 from services.dtu_poller import client as dtu
 from services.shelly_poller import exceptions as shelly
+from services.shelly_poller.client import Credentials, Gen1Meter
 from sim.httpbase import Request, Response, SimHttpServer, json_response
 
 MARGIN_S = 0.25          # one recv noticing the deadline, thread scheduling on a loaded machine
@@ -109,8 +111,7 @@ def test_a_peer_dripping_only_the_body_is_a_timeout_at_the_deadline():
 
 @pytest.mark.parametrize("make", [
     lambda url: dtu.OpenDtuClient(url, timeout_s=0.5).livedata_summary,
-    lambda url: __import__("services.shelly_poller.client", fromlist=["x"]).Gen1Meter(
-        url, __import__("services.shelly_poller.client", fromlist=["x"]).Credentials(), 0.5).read,
+    lambda url: Gen1Meter(url, Credentials(), 0.5).read,
 ], ids=["opendtu", "shelly"])
 def test_both_device_clients_keep_the_deadline_and_name_it_in_their_own_error(scripted, make):
     server = scripted(lambda req: json_response({"inverters": [], "emeters": []}))
@@ -212,8 +213,7 @@ def test_split_base_keeps_the_user_info_apart():
 
 def test_basic_auth_and_retry_after():
     assert http.basic_auth("admin", "openDTU42") == "Basic YWRtaW46b3BlbkRUVTQy"
-    assert http.basic_auth("ä", "€") == "Basic " + __import__("base64").b64encode("ä".encode("latin-1") + b":" +
-                                                                                  "€".encode()).decode()
+    assert http.basic_auth("ä", "€") == "Basic " + base64.b64encode("ä".encode("latin-1") + b":" + "€".encode()).decode()
     assert [http.retry_after_s({"Retry-After": v}) for v in ("60", "nan", "-1", "1e9", "x")] == [60, None, None,
                                                                                                 None, None]
     assert http.retry_after_s({}) is None
