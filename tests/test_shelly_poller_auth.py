@@ -9,6 +9,7 @@ import types
 import pytest
 
 from common.config import _url
+from common.logsetup import redact_url
 from services.shelly_poller.client import Credentials, ShellyAuthError, connect_meter
 from services.shelly_poller.poller import MeterPoller, RelayWorker, relay_credentials
 from services.shelly_poller.relay import RelayClient
@@ -154,6 +155,11 @@ def test_relay_url_user_info_is_sent_as_basic_and_never_on_the_request_line(devi
     assert [r.raw_path for r in relay.seen] == ["/relay/0?turn=on&timer=900"]    # Basic up front, once
     assert "relayuser" not in relay.seen[0].raw_path and "p%40ss" not in relay.seen[0].raw_path
     assert "p%40ss" not in caplog.text and "p@ss" not in caplog.text and "credentials from the URL" in caplog.text
+
+
+def test_log_redaction_hides_the_whole_user_info():
+    assert redact_url("GET http://user:pa@ss@h:80/relay/0?turn=on failed") == "GET http://***@h:80/relay/0?turn=on failed"
+    assert redact_url("http://h/relay/0?mail=a@b and http://u:p@h2/x") == "http://h/relay/0?mail=a@b and http://***@h2/x"
 
 
 @pytest.mark.parametrize("url", ["http://user:p/w@host/relay/0", "http://host:port/relay/0", "http://u:p@/relay/0",
