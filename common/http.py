@@ -4,7 +4,9 @@ body, one error tree.
 Every request has ONE deadline, `timeout_s` after it starts, that covers connect, send, the status line and
 headers and the whole body. It is enforced at the socket: before each send and each recv the socket's timeout is
 set to the time left, so a peer that drips one byte at a time cannot hold a request beyond its deadline (plus the
-time one recv call takes to notice). One connection per request (`Connection: close`), no proxies or .netrc from
+time one recv call takes to notice). The deadline runs on the real monotonic clock (sockets do); the arrival time
+of an answer comes from the injected clock. Not bounded: name resolution (use IP addresses, as a GX setup does)
+and, for https, each step of the TLS handshake is bounded by the time left, not their sum. One connection per request (`Connection: close`), no proxies or .netrc from
 the environment (http.client; `requests` costs several times the CPU per call for nothing used here).
 
 Errors: `HttpError` and its subclasses carry `kind`, the short name the services publish as `error_kind` in
