@@ -6,8 +6,9 @@ headers and the whole body. It is enforced at the socket: before each send and e
 set to the time left, so a peer that drips one byte at a time cannot hold a request beyond its deadline (plus the
 time one recv call takes to notice). The deadline runs on the real monotonic clock (sockets do); the arrival time
 of an answer comes from the injected clock. Not bounded: name resolution (use IP addresses, as a GX setup does)
-and, for https, each step of the TLS handshake is bounded by the time left, not their sum. One connection per request (`Connection: close`), no proxies or .netrc from
-the environment (http.client; `requests` costs several times the CPU per call for nothing used here).
+and, for https, each step of the TLS handshake is bounded by the time left, not their sum. One connection per
+request (`Connection: close`), no proxies or .netrc from the environment (http.client; `requests` costs several
+times the CPU per call for nothing used here).
 
 Errors: `HttpError` and its subclasses carry `kind`, the short name the services publish as `error_kind` in
 dtu.status / meter.status / relay.state. Device clients subclass them (DtuTimeout is an HttpTimeout) so a caller
