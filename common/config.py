@@ -72,10 +72,13 @@ def _host(raw: str) -> str:
     return value
 
 
+_URL = re.compile(r"^https?://([^\s/?#]*@)?(\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]]+)(:\d{1,5})?([/?#]|$)")
+
+
 def _url(raw: str) -> str:
     value = raw.strip()
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError("not an http:// URL")
+    if value and not _URL.match(value):
+        raise ValueError("not an http://[user:password@]host[:port]/... URL (a / @ : in a password: %2F %40 %3A)")
     return value
 
 
@@ -111,7 +114,7 @@ def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
         "username": Key(_str, "admin", doc="user name (Gen1 Basic auth; Gen2 digest always uses 'admin')"),
         "password": Key(_str, "", doc="password; empty: no authentication"),
         "type": Key(_str, "auto", choices=("auto", "gen1", "gen2"), doc="auto: detect with GET /shelly"),
-        "timeout": Key(_float, 2.0, min=0.1, max=30, doc="s, per HTTP request"),
+        "timeout": Key(_float, 2.0, min=0.1, max=30, doc="s, the whole of one HTTP request (connect to last byte)"),
         "poll_interval": Key(_float, poll_interval, min=0.2, max=3600, doc="s"),
         "channel": Key(_int, 0, min=0, max=2,
                        doc="channel with this CT on EM, Pro EM, EM Gen3 (monophase Pro 3EM: 0..2); 3EM/Pro 3EM: "
@@ -125,7 +128,7 @@ SCHEMA: dict[str, Section] = {
                     example="192.168.1.50"),
         "username": Key(_str, "admin", doc="OpenDTU user name (always admin on OpenDTU)"),
         "password": Key(_str, "", doc="empty: read-only access, no control possible"),
-        "timeout": Key(_float, 2.5, min=0.1, max=30, doc="s, per HTTP request"),
+        "timeout": Key(_float, 2.5, min=0.1, max=30, doc="s, the whole of one HTTP request (connect to last byte)"),
         "poll_interval": Key(_float, 2.0, min=0.2, max=3600, doc="s between live-data polls"),
         "setpoint_timeout_s": Key(_float, 10.0, min=1, max=600,
                                   doc="s without a fresh setpoint before every inverter goes to its safe minimum"),
@@ -147,7 +150,7 @@ SCHEMA: dict[str, Section] = {
         "switchoff_url": Key(_url, required=True, doc="relay off (never with a timer)",
                              example="http://192.168.1.53/relay/0?turn=off"),
         "interval": Key(_float, 300.0, min=5, max=3600, doc="s between life-signal decisions"),
-        "timeout": Key(_float, 5.0, min=0.1, max=60, doc="s, per HTTP request"),
+        "timeout": Key(_float, 5.0, min=0.1, max=60, doc="s, the whole of one HTTP request (connect to last byte)"),
     }, optional=True, doc="the life signal: a relay that opens by itself unless re-armed"),
     "control": Section({
         "law": Key(_str, "project", choices=("project", "seed"), doc="control law"),

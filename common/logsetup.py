@@ -5,7 +5,8 @@ import logging
 import re
 import sys
 
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+# the user info ends at the LAST @ before the path: a password may hold an @ (urlsplit reads it so too)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
 
 
 def redact_url(url: str) -> str:

@@ -4,6 +4,10 @@
   port.
 * `hang`: a request is read and then held without an answer until the fault clears or `hang_s` passes; then the
   connection is closed without a response.
+* `drip`: the complete answer (status line, headers, body) is sent one byte every `drip_s` (0.3 s), so a client
+  without a total deadline per request waits for minutes.
+* `absurd`: every number in a successful JSON answer is replaced: an integer by a 400-digit integer, a float by
+  the literal 1.8e308 (beyond the largest double: it reads as inf; `float()` of the integer overflows).
 Every other fault is shaped by the device (`handle`).
 """
 from __future__ import annotations
@@ -65,6 +69,25 @@ def basic_credentials(req: Request) -> Optional[tuple[str, str]]:
     return user, password
 
 
+ABSURD_INT = 10 ** 400 - 1
+ABSURD_FLOAT = "1.8e308"          # as written in the JSON text; json.loads reads it as inf
+_FLOAT_MARK = "\x00absurd-float\x00"
+
+
+def absurd_json(obj) -> bytes:
+    """`obj` as JSON with every number (not bool) replaced by ABSURD_INT or the literal ABSURD_FLOAT."""
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        return ABSURD_INT if isinstance(value, int) else _FLOAT_MARK
+    text = json.dumps(walk(obj))
+    return text.replace(json.dumps(_FLOAT_MARK), ABSURD_FLOAT).encode("utf-8")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -88,12 +111,13 @@ class _Handler(BaseHTTPRequestHandler):
 class SimHttpServer:
     """Base class: `start()` returns self, `.port`, `.url`, `.stop()`; subclasses implement `handle(req)`."""
 
-    TRANSPORT_FAULTS = ("refused", "hang")
+    TRANSPORT_FAULTS = ("refused", "hang", "drip", "absurd")
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, hang_s: float = 30.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, hang_s: float = 30.0, drip_s: float = 0.3):
         self.host = host
         self._port = port
         self.hang_s = hang_s
+        self.drip_s = drip_s
         self.fault: Optional[str] = None
         self._cond = threading.Condition()
         self._httpd: Optional[_Server] = None
@@ -174,16 +198,39 @@ class SimHttpServer:
             log.exception("simulator error on %s %s", req.method, req.raw_path)
             resp = text_response("simulator error", 500)
         self.requests_served += 1
-        h.send_response(resp.status)
+        fault = self.fault
+        if fault == "absurd" and resp.status == 200 and resp.content_type == "application/json":
+            try:
+                resp.body = absurd_json(json.loads(resp.body))
+            except ValueError:
+                pass
+        head = [f"HTTP/1.1 {resp.status} {h.responses.get(resp.status, ('',))[0]}",
+                f"Server: {h.version_string()}", f"Date: {h.date_time_string()}"]
         if resp.content_type:
-            h.send_header("Content-Type", resp.content_type)
-        for name, value in resp.headers:
-            h.send_header(name, value)
-        h.send_header("Content-Length", str(len(resp.body)))
-        h.send_header("Connection", "close")
-        h.end_headers()
-        if req.method != "HEAD":
-            h.wfile.write(resp.body)
+            head.append(f"Content-Type: {resp.content_type}")
+        head += [f"{name}: {value}" for name, value in resp.headers]
+        head += [f"Content-Length: {len(resp.body)}", "Connection: close", "", ""]
+        data = "\r\n".join(head).encode("latin-1") + (resp.body if req.method != "HEAD" else b"")
+        h.close_connection = True
+        if fault != "drip":
+            h.wfile.write(data)
+            return
+        for i in range(len(data)):
+            with self._cond:
+                if self._stopped or self.fault != "drip":
+                    break
+                self._cond.wait(self.drip_s)
+            try:
+                h.wfile.write(data[i:i + 1])
+                h.wfile.flush()
+            except OSError:             # the client gave up: that is the point
+                return
+        else:
+            return
+        try:
+            h.wfile.write(data[i:])     # the fault cleared: the rest at once
+        except OSError:
+            pass
 
     def handle(self, req: Request) -> Response:  # pragma: no cover - abstract
         raise NotImplementedError

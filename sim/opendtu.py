@@ -7,7 +7,8 @@ Firmware eras (by `firmware`): < v24.2.12 legacy live data (all channel data in 
 yields in `AC."0"`); ≥ v24.2.12 summary + `?inv=`; `data_age_ms` ≥ v25.4.2; `radio_stats` ≥ v24.9.22; strict JSON
 types (numeric serial → 1005) ≥ v24.9.21; persistent limit types 256/257 ≤ v25.5.10, 2/3 ≥ v25.9.11.
 
-Faults (`set_fault`): refused, hang, http500, http429, html, null, garbage, http401 (every request); stale
+Faults (`set_fault`): refused, hang, drip, absurd (httpbase), http500, http429, html, null, garbage, http401
+(every request); stale
 (no `serial`: the DTU stops polling; with `serial`: that inverter only); unreachable, limit_failure (per inverter,
 all inverters when `serial` is None). `set_fault(None)` clears everything, `set_fault(None, serial)` that inverter.
 """
@@ -28,7 +29,7 @@ from sim.httpbase import (WEBAPP_HTML, Request, Response, SimHttpServer, basic_c
                           text_response)
 from sim.plant import Plant
 
-HTTP_FAULTS = ("refused", "hang", "http500", "http429", "html", "null", "garbage", "http401")
+HTTP_FAULTS = ("refused", "hang", "drip", "absurd", "http500", "http429", "html", "null", "garbage", "http401")
 FAULT_KINDS = HTTP_FAULTS + ("stale",) + tuple(k for k in INVERTER_FAULTS if k != "stale")
 
 

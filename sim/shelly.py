@@ -29,7 +29,8 @@ from typing import Optional
 from sim.httpbase import Request, Response, SimHttpServer, basic_credentials, json_response, text_response
 from sim.plant import Plant
 
-FAULT_KINDS = ("refused", "hang", "http500", "http429", "html", "null", "garbage", "http401", "stale", "invalid")
+FAULT_KINDS = ("refused", "hang", "drip", "absurd", "http500", "http429", "html", "null", "garbage", "http401",
+               "stale", "invalid")
 ROLES = ("grid", "balcony", "relay")
 
 

@@ -74,6 +74,14 @@ def test_null_and_missing_values_are_none_never_zero():
     lambda d: d["inverters"][0].__delitem__("data_age"),
     lambda d: d["inverters"][0].__setitem__("AC", []),
     lambda d: d.__setitem__("inverters", None),
+    # absurd numbers (#14.5): a 400-digit integer once raised OverflowError and crash-looped dtu_poller
+    lambda d: d["inverters"][0]["AC"]["0"]["Power"].__setitem__("v", 10 ** 400),
+    lambda d: d["inverters"][0]["AC"]["0"]["Power"].__setitem__("v", float("inf")),
+    lambda d: d["inverters"][0]["AC"]["0"]["Power"].__setitem__("v", 1e300),
+    lambda d: d["inverters"][0]["INV"]["0"]["Temperature"].__setitem__("v", 900.0),
+    lambda d: d["inverters"][0].__setitem__("limit_relative", 180),
+    lambda d: d["inverters"][0].__setitem__("data_age", -3),
+    lambda d: d["inverters"][0].__setitem__("order", 10 ** 400),
 ])
 def test_bad_shapes_are_invalid_responses(mutate):
     doc = copy.deepcopy(MODERN)
@@ -84,8 +92,19 @@ def test_bad_shapes_are_invalid_responses(mutate):
         parse_livedata_summary(doc)
 
 
+def test_limit_status_numbers_are_checked_and_odd_channel_keys_ignored():
+    with pytest.raises(DtuInvalidResponse):
+        parse_limit_status({SERIAL: {"limit_relative": 48, "max_power": 10 ** 400, "limit_set_status": "Ok"}})
+    with pytest.raises(DtuInvalidResponse):
+        parse_limit_status({SERIAL: {"limit_relative": -5, "max_power": 400, "limit_set_status": "Ok"}})
+    doc = copy.deepcopy(LEGACY)
+    doc["inverters"][0]["DC"]["\u00b2"] = {"Power": {"v": 1}}          # "²".isdigit() is true; int("²") raises
+    doc["inverters"][0]["DC"]["10"] = {}
+    assert len(parse_livedata_inverter(doc, SERIAL).dc_inputs) == 3     # 0, 1, 10 in numeric order
+
+
 def test_garbage_nan_literals_and_null_bodies_are_invalid():
-    for text in ("<html>", '{"a": NaN}', "{", '{"x": Infinity}'):
+    for text in ("<html>", '{"a": NaN}', "{", '{"x": Infinity}', '{"x": 1.8e308}', '{"x": ' + "9" * 400 + "}"):
         with pytest.raises(DtuInvalidResponse):
             decode_json(text)
     with pytest.raises(DtuInvalidResponse):

@@ -1,71 +1,61 @@
 """A small OpenDTU HTTP client: every answer is checked before use, every failure is an error of a named kind.
 
-Facts: docs/opendtu-api.md. Unknown paths answer 200 with HTML, out-of-memory answers are 429 /
-500 / `null`, validation failures are 200 with type "warning", NaN prints as `null`. Values that are missing or
-NaN become None, never 0; a value of the wrong shape makes the whole answer invalid.
+Facts: docs/opendtu-api.md; OpenDTU's Web API (github.com/tbnobody/OpenDTU, `src/WebApi_*.cpp`, `docs/Web-API.md`). Unknown paths
+answer 200 with HTML, out-of-memory answers are 429 / 500 / `null`, validation failures are 200 with type
+"warning", NaN prints as `null`. Values that are missing or NaN become None, never 0; a value of the wrong shape,
+or a number outside its plausible range (common.plausible), makes the whole answer invalid.
 
-Parsing is pure (`parse_*` functions); `OpenDtuClient` only adds HTTP around it.
+Parsing is pure (`parse_*` functions); `OpenDtuClient` only adds HTTP (common.http: a total deadline per request)
+around it. Every failure is a DtuError (each a subclass of common.http's error of the same kind); nothing else
+escapes a call.
 """
 from __future__ import annotations
 
-import base64
-import http.client
 import json
-import math
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
+from common import http, plausible
 from common.clock import SYSTEM_CLOCK
-from common.logsetup import redact_url
+from common.http import (HttpAuthError, HttpConnectionError, HttpError, HttpRateLimited, HttpStatusError,
+                         HttpTimeout, InvalidResponse)
+from common.plausible import Range
 
 
 MAX_BODY_BYTES = 1 << 20       # a full legacy livedata answer for 16 inverters is ~200 KB
 
 # ------------------------------------------------------------------ errors
 
-class DtuError(Exception):
-    """Base of every OpenDTU problem. `kind` is what dtu.status publishes as error_kind."""
-    kind = "error"
+class DtuError(HttpError):
+    """Base of every OpenDTU problem. `kind` (from the common error each subclass also is) is what dtu.status
+    publishes as error_kind."""
 
 
-class DtuConnectionError(DtuError):
-    kind = "connection"
+class DtuConnectionError(DtuError, HttpConnectionError):
+    pass
 
 
-class DtuTimeout(DtuError):
-    kind = "timeout"
+class DtuTimeout(DtuError, HttpTimeout):
+    pass
 
 
-class DtuAuthError(DtuError):
-    kind = "auth"
+class DtuAuthError(DtuError, HttpAuthError):
+    pass
 
 
-class DtuRateLimited(DtuError):
-    kind = "rate_limited"
-
-    def __init__(self, message: str, retry_after_s: Optional[float] = None):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+class DtuRateLimited(DtuError, HttpRateLimited):
+    pass
 
 
-class DtuHttpError(DtuError):
-    kind = "http"
-
+class DtuHttpError(DtuError, HttpStatusError):
     def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status)
 
 
-class DtuInvalidResponse(DtuError):
-    """HTML instead of JSON, a `null` body, garbage, missing fields, bad value shapes."""
-    kind = "invalid"
-
-    def __init__(self, message: str, kind: str = "invalid"):
-        super().__init__(message)
-        self.kind = kind
+class DtuInvalidResponse(DtuError, InvalidResponse):
+    """HTML instead of JSON, a `null` body, garbage, missing fields, bad value shapes, implausible numbers."""
 
 
 class DtuRejected(DtuError):
@@ -75,6 +65,9 @@ class DtuRejected(DtuError):
     def __init__(self, message: str, code: Optional[int] = None):
         super().__init__(message)
         self.code = code
+
+
+_AS_DTU = {HttpConnectionError: DtuConnectionError, HttpTimeout: DtuTimeout}
 
 
 # ------------------------------------------------------------------ parsed answers
@@ -121,30 +114,31 @@ class LimitStatus:
 
 # ------------------------------------------------------------------ pure parsing
 
-def _reject_constant(name: str):
-    raise ValueError(f"JSON constant {name} not allowed")
-
-
-def decode_json(text: str) -> Any:
-    """json.loads without NaN/Infinity literals (OpenDTU prints NaN as null; anything else is garbage)."""
+def decode_json(text: str | bytes) -> Any:
+    """Strict JSON (no NaN/Infinity literals: OpenDTU prints NaN as null; no overflowing numbers)."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise DtuInvalidResponse(f"not JSON: {str(exc)[:80]}") from None
+        return http.decode_json(text)
+    except InvalidResponse as exc:
+        raise DtuInvalidResponse(str(exc)) from None
 
 
-def _number(value: Any, where: str, allow_none: bool = True) -> Optional[float]:
+def _number(value: Any, where: str, rng: Range, allow_none: bool = True) -> Optional[float]:
+    """A finite number within `rng`; None for null (OpenDTU's NaN); DtuInvalidResponse for anything else."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DtuInvalidResponse(f"{where}: not a number ({type(value).__name__})")
-    if not math.isfinite(value):
-        return None
-    return value
+    reason = plausible.why_not(value, rng)
+    if reason is not None:
+        raise DtuInvalidResponse(f"{where}: {reason}")
+    return float(value)
 
 
-def _opt_number(obj: dict, key: str, where: str) -> Optional[float]:
-    return _number(obj.get(key), f"{where}.{key}")
+def _opt_number(obj: dict, key: str, where: str, rng: Range) -> Optional[float]:
+    return _number(obj.get(key), f"{where}.{key}", rng)
+
+
+# the plausible range of each channel value read (unit as OpenDTU sends it)
+_CHANNEL_RANGES = {"Power": plausible.POWER_W, "Voltage": plausible.VOLTAGE_V, "Current": plausible.CURRENT_A,
+                   "Temperature": plausible.TEMPERATURE_C, "YieldTotal": plausible.ENERGY_KWH}
 
 
 def _vud(group: Any, key: str, where: str) -> Optional[float]:
@@ -158,7 +152,7 @@ def _vud(group: Any, key: str, where: str) -> Optional[float]:
     obj = group[key]
     if not isinstance(obj, dict) or "v" not in obj:
         raise DtuInvalidResponse(f"{where}.{key}: not a {{v,u,d}} object")
-    return _number(obj["v"], f"{where}.{key}.v")
+    return _number(obj["v"], f"{where}.{key}.v", _CHANNEL_RANGES[key])
 
 
 def _channel(doc: dict, group: str, channel: str, where: str) -> Optional[dict]:
@@ -191,30 +185,31 @@ def _summary_fields(item: Any, where: str) -> dict:
     for key in ("reachable", "producing"):
         if not isinstance(item.get(key), bool):
             raise DtuInvalidResponse(f"{where}.{key}: missing or not a boolean")
-    age_ms = item.get("data_age_ms")
-    if age_ms is not None:
-        age_ms = _number(age_ms, f"{where}.data_age_ms")
-    age = _number(item.get("data_age"), f"{where}.data_age", allow_none=False) if "data_age" in item else None
+    age_ms = _opt_number(item, "data_age_ms", where, plausible.AGE_MS)
+    age = _number(item.get("data_age"), f"{where}.data_age", plausible.AGE_S, allow_none=False) \
+        if "data_age" in item else None
     resolution_s = 1.0
-    if age_ms is not None and age_ms >= 0:
+    if age_ms is not None:
         data_age_s, resolution_s = age_ms / 1000.0, 0.001
-    elif age is not None and age >= 0:
-        data_age_s = float(age)
+    elif age is not None:
+        data_age_s = age
     else:
-        raise DtuInvalidResponse(f"{where}.data_age: missing or negative")
+        raise DtuInvalidResponse(f"{where}.data_age: missing")
     name = item.get("name")
     order = item.get("order")
+    order = None if isinstance(order, bool) or not isinstance(order, int) \
+        else int(_number(order, f"{where}.order", plausible.ORDER))
     poll_enabled = item.get("poll_enabled")
     return dict(
         serial=serial.lower(),
         name=name if isinstance(name, str) else serial,
-        order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+        order=order,
         data_age_s=data_age_s,
         reachable=item["reachable"],
         producing=item["producing"],
         poll_enabled=poll_enabled if isinstance(poll_enabled, bool) else None,
-        limit_relative_pct=_opt_number(item, "limit_relative", where),
-        limit_absolute_w=_opt_number(item, "limit_absolute", where),
+        limit_relative_pct=_opt_number(item, "limit_relative", where, plausible.PERCENT),
+        limit_absolute_w=_opt_number(item, "limit_absolute", where, plausible.POWER_W),
         age_resolution_s=resolution_s,
     )
 
@@ -251,9 +246,8 @@ def parse_livedata_inverter(doc: Any, serial: str) -> Optional[InverterLive]:
         if dc_group is not None and not isinstance(dc_group, dict):
             raise DtuInvalidResponse(f"{where}.DC: not an object")
         dc_inputs = []
-        for key in sorted((dc_group or {}), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)):
-            if not key.isdigit():
-                continue
+        # ASCII channel numbers only ("²".isdigit() is true, int("²") raises)
+        for key in sorted((k for k in (dc_group or {}) if re.fullmatch(r"[0-9]{1,3}", k)), key=int):
             ch = _channel(item, "DC", key, where)
             dc_inputs.append(DcInput(voltage_v=_vud(ch, "Voltage", f"{where}.DC.{key}"),
                                      current_a=_vud(ch, "Current", f"{where}.DC.{key}"),
@@ -286,8 +280,8 @@ def parse_limit_status(doc: Any) -> dict[str, LimitStatus]:
         if not isinstance(status, str):
             raise DtuInvalidResponse(f"limit status {serial}: limit_set_status missing")
         out[serial.lower()] = LimitStatus(
-            limit_relative_pct=_opt_number(item, "limit_relative", f"limit status {serial}"),
-            max_power_w=_opt_number(item, "max_power", f"limit status {serial}"),
+            limit_relative_pct=_opt_number(item, "limit_relative", f"limit status {serial}", plausible.PERCENT),
+            max_power_w=_opt_number(item, "max_power", f"limit status {serial}", plausible.RATING_W),
             status=status)
     return out
 
@@ -328,104 +322,54 @@ def base_url(host: str) -> str:
 
 # ------------------------------------------------------------------ HTTP
 
-@dataclass
-class Answer:
-    """A complete HTTP answer: status, headers (case-insensitive `get`), body bytes."""
-    status_code: int
-    headers: Any
-    content: bytes
-
-
-def _basic_auth(username: str, password: str) -> str:
-    def enc(text: str) -> bytes:
-        try:
-            return text.encode("latin-1")       # what browsers and requests send
-        except UnicodeEncodeError:
-            return text.encode("utf-8")
-    return "Basic " + base64.b64encode(enc(username) + b":" + enc(password)).decode("ascii")
-
-
 class OpenDtuClient:
-    """HTTP/1.1 over http.client, one connection per request (OpenDTU closes them anyway); Basic auth sent
-    pre-emptively when a password is set; no proxies or .netrc from the environment. Not thread-safe: one per
-    thread. (requests cost about 3x the CPU per call for nothing we use: see bench.footprint.)"""
+    """One request per call over common.http's Transport (total deadline `timeout_s`, bounded body); Basic
+    auth sent pre-emptively when a password is set. Not thread-safe: one per thread."""
 
     def __init__(self, host: str, username: str = "admin", password: str = "", timeout_s: float = 2.5,
                  clock=SYSTEM_CLOCK):
         self.url = base_url(host)
-        parts = urlsplit(self.url)
-        self._https = parts.scheme == "https"
-        self._netloc = parts.netloc.rsplit("@", 1)[-1]
-        self._prefix = parts.path.rstrip("/")
+        self._http = http.Transport(self.url, timeout_s, MAX_BODY_BYTES, clock)
         self.timeout_s = timeout_s
         self.clock = clock
         self.has_password = bool(password)
-        self._headers = {"Accept": "application/json", "User-Agent": "dbus-opendtu", "Connection": "close"}
-        if password:
-            self._headers["Authorization"] = _basic_auth(username or "admin", password)
+        self._headers = {"Authorization": http.basic_auth(username or "admin", password)} if password else {}
         self.last_arrival_t: Optional[float] = None     # monotonic time the last answer arrived
 
     def close(self) -> None:
         pass          # no connection outlives a request
 
-    # -- transport
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._netloc, timeout=self.timeout_s)
-        return http.client.HTTPConnection(self._netloc, timeout=self.timeout_s)
-
     def _request(self, method: str, path: str, params: Optional[dict] = None,
-                 data: Optional[dict] = None) -> Answer:
-        """Send, read at most MAX_BODY_BYTES within about twice the timeout (a dripping answer is a timeout)."""
-        target = self._prefix + path + ("?" + urlencode(params) if params else "")
-        url = self.url + path
+                 data: Optional[dict] = None) -> http.Answer:
+        """One request; any answer but 200 is the DtuError of its kind."""
+        target = self._http.prefix + path + ("?" + urlencode(params) if params else "")
         headers = self._headers
         body = None
         if data is not None:
             body = urlencode(data)
             headers = dict(headers, **{"Content-Type": "application/x-www-form-urlencoded"})
-        started = self.clock.monotonic()
-        conn = self._connection()
         try:
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
-            content = bytearray()
-            while True:
-                chunk = resp.read(16384)
-                if not chunk:
-                    break
-                content += chunk
-                if len(content) > MAX_BODY_BYTES:
-                    raise DtuInvalidResponse(f"{method} {path}: answer larger than {MAX_BODY_BYTES} bytes")
-                if self.clock.monotonic() - started > 2 * self.timeout_s:
-                    raise DtuTimeout(f"{method} {path}: answer not complete within {2 * self.timeout_s:g} s")
-            answer = Answer(resp.status, resp.headers, bytes(content))
-        except (socket.timeout, TimeoutError):
-            raise DtuTimeout(f"{method} {redact_url(url)}: no answer within {self.timeout_s:g} s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise DtuConnectionError(f"{method} {redact_url(url)}: {type(exc).__name__}") from None
-        finally:
-            conn.close()
-        self.last_arrival_t = self.clock.monotonic()
+            answer = self._http.request(method, target, headers, body)
+        except InvalidResponse as exc:
+            raise DtuInvalidResponse(str(exc), exc.kind) from None
+        except HttpError as exc:
+            raise _AS_DTU.get(type(exc), DtuConnectionError)(str(exc)) from None
+        self.last_arrival_t = answer.t_mono
         if answer.status_code == 401:
             raise DtuAuthError(f"{method} {path}: 401 unauthorised (user name / password)")
         if answer.status_code == 429:
-            raise DtuRateLimited(f"{method} {path}: 429 too many requests", _retry_after(answer))
+            raise DtuRateLimited(f"{method} {path}: 429 too many requests", http.retry_after_s(answer.headers))
         if answer.status_code != 200:
             raise DtuHttpError(f"{method} {path}: HTTP {answer.status_code}", answer.status_code)
         return answer
 
-    def _json(self, resp: Answer, path: str) -> Any:
+    def _json(self, resp: http.Answer, path: str) -> Any:
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             kind = "html" if "html" in ctype else "invalid"
             raise DtuInvalidResponse(f"{path}: Content-Type {ctype or 'missing'!r}, not JSON "
                                      "(unknown path or old firmware?)", kind)
-        try:
-            text = resp.content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DtuInvalidResponse(f"{path}: body is not UTF-8") from None
-        doc = decode_json(text)
+        doc = decode_json(resp.content)
         if doc is None:
             raise DtuInvalidResponse(f"{path}: body is null (DTU out of memory?)")
         return doc
@@ -494,11 +438,3 @@ class OpenDtuClient:
     def reboot_dtu(self) -> dict:
         return self.post_command("/api/maintenance/reboot", {"reboot": True})
 
-
-def _retry_after(resp: Answer) -> Optional[float]:
-    raw = (resp.headers.get("Retry-After") or "").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None

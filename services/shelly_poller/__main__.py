@@ -12,8 +12,9 @@ grid meter (at most 5 s apart), with a doubling back-off up to 30 s for the balc
 Relay ([relay], optional): one GET of keepalive_url / switchoff_url per `ctrl.relay` command, never on its own,
 so the relay's flip-back timer opens it when the controller stops. The answer is verified (Gen1 `ison` and a
 running timer; Gen2 `Switch.Set` accepted, then `Switch.GetStatus`) and reported on relay.state. Credentials:
-those of the grid or balcony meter whose host:port equals the URL's (scheme per the device's 401 challenge);
-a relay on another host is called without credentials. Never put credentials into the URLs.
+the URL's own `user:pass@` (Gen1 Basic, as the original project documents it; sent in a header, never shown in
+logs), else those of the grid or balcony meter whose host:port equals the URL's, else none. A password goes as
+Basic only to a device pinned to Gen1 (configured, or detected once), never to a Gen2 device (Digest only).
 
 Threads: `meter-grid`, `meter-balcony` (if configured) and `relay` (if [relay] is configured) do the HTTP work;
 the main thread owns the ZeroMQ publisher and publishes what they hand over, and repeats each meter's status

@@ -16,7 +16,8 @@ from common import messages as m
 from common.clock import SYSTEM_CLOCK
 from common.logsetup import redact_url
 from services.shelly_poller.client import (Credentials, Meter, MeterReading, RelayClient, RelayResult,
-                                           ShellyError, connect_meter, netloc_key)
+                                           ShellyError, connect_meter, credentials_for, netloc_key,
+                                           url_credentials)
 
 STATUS_EVERY_S = 5.0               # meter.status at least this often
 GRID_MAX_RETRY_S = 5.0             # the grid meter is the control input: never wait longer between attempts
@@ -118,7 +119,7 @@ class MeterPoller:
         self.clock = clock
         self.log = log or logging.getLogger(f"shelly_poller.{role}")
         self.connect = connect
-        self.credentials = Credentials(section.username, section.password)
+        self.credentials = credentials_for(section)        # pinned to the generation once known
         self.channel = int(getattr(section, "channel", 0) or 0)
         self.poll_interval_s = float(section.poll_interval)
         self.freshness = FreshnessTracker(stale_after_s(self.poll_interval_s))
@@ -170,6 +171,7 @@ class MeterPoller:
                 self.meter = self.connect(self.section.host, self.credentials, type_=self.section.type,
                                           timeout_s=self.section.timeout, channel=self.channel, clock=self.clock)
                 self.freshness.reset()
+                self.credentials = self.credentials.pinned(self.meter.gen)
                 self.log.info("%s meter: %s at %s (Gen%d)", self.role, self.meter.model, self.meter.host,
                               self.meter.gen)
                 self._set_status(device=self.meter.model)
@@ -223,11 +225,15 @@ class MeterPoller:
 # ---------------------------------------------------------------- relay
 
 def relay_credentials(url: str, meters: dict) -> tuple[Credentials, Optional[str]]:
-    """The credentials of the meter whose host:port equals the URL's, else none. Returns (credentials, role)."""
+    """The URL's own `user:pass@` (role "url"), else the credentials of the meter whose host:port equals the
+    URL's, else none. Returns (credentials, role)."""
+    own = url_credentials(url)
+    if own is not None:
+        return own, "url"
     key = netloc_key(url)
     for role, section in meters.items():
         if section is not None and netloc_key(section.host) == key:
-            return Credentials(section.username, section.password), role
+            return credentials_for(section), role
     return Credentials(), None
 
 
@@ -269,6 +275,7 @@ class RelayWorker:
             creds, role = relay_credentials(url, meters)
             self.clients[on] = RelayClient(url, section.timeout, creds, clock)
             self.log.info("relay %s URL %s: %s", "on" if on else "off", redact_url(url),
+                          "credentials from the URL" if role == "url" else
                           f"credentials of the {role} meter" if role else "no credentials")
         warning = check_keepalive_url(section.keepalive_url)
         if warning:
