@@ -1,7 +1,7 @@
 """A small OpenDTU HTTP client: every answer is checked before use, every failure is an error of a named kind.
 
-Facts: docs/opendtu-api.md; OpenDTU's Web API (github.com/tbnobody/OpenDTU, `src/WebApi_*.cpp`, `docs/Web-API.md`). Unknown paths
-answer 200 with HTML, out-of-memory answers are 429 / 500 / `null`, validation failures are 200 with type
+Facts: docs/opendtu-api.md; OpenDTU's Web API (github.com/tbnobody/OpenDTU, `src/WebApi_*.cpp`,
+`docs/Web-API.md`). Unknown paths answer 200 with HTML, out-of-memory answers are 429 / 500 / `null`, validation failures are 200 with type
 "warning", NaN prints as `null`. Values that are missing or NaN become None, never 0; a value of the wrong shape,
 or a number outside its plausible range (common.plausible), makes the whole answer invalid.
 
