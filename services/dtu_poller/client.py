@@ -1,9 +1,9 @@
 """A small OpenDTU HTTP client: every answer is checked before use, every failure is an error of a named kind.
 
 Facts: docs/opendtu-api.md; OpenDTU's Web API (github.com/tbnobody/OpenDTU, `src/WebApi_*.cpp`,
-`docs/Web-API.md`). Unknown paths answer 200 with HTML, out-of-memory answers are 429 / 500 / `null`, validation failures are 200 with type
-"warning", NaN prints as `null`. Values that are missing or NaN become None, never 0; a value of the wrong shape,
-or a number outside its plausible range (common.plausible), makes the whole answer invalid.
+`docs/Web-API.md`). Unknown paths answer 200 with HTML, out-of-memory answers are 429 / 500 / `null`, validation
+failures are 200 with type "warning", NaN prints as `null`. Values that are missing or NaN become None, never 0; a
+value of the wrong shape, or a number outside its plausible range (common.plausible), makes the whole answer invalid.
 
 Parsing is pure (`parse_*` functions); `OpenDtuClient` only adds HTTP (common.http: a total deadline per request)
 around it. Every failure is a DtuError (each a subclass of common.http's error of the same kind); nothing else
