@@ -269,3 +269,29 @@ def test_url_helpers_and_keepalive_check():
     assert check_keepalive_url("http://h/relay/0?turn=on&timer=900") is None
     assert check_keepalive_url("http://h/rpc/Switch.Set?id=0&on=true&toggle_after=900") is None
     assert "timer" in check_keepalive_url("http://h/relay/0?turn=on")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_poll_that_keeps_failing_with_a_bug_ends_the_thread_after_the_step_guard_limit():
+    """A bug (not a ShellyError) in a poll is logged and retried; MAX_FAILED_STEPS in a row end the worker thread,
+    which makes the main thread exit 1 for a restart (see services/shelly_poller/__main__.py)."""
+    import threading
+
+    from common.clock import ManualClock
+    from services.shelly_poller.poller import MAX_FAILED_STEPS, MeterPoller
+
+    calls = []
+
+    def broken_connect(*_args, **_kwargs):
+        calls.append(1)
+        raise KeyError("a bug, not a device error")
+
+    section = types.SimpleNamespace(host="127.0.0.1:9", username="admin", password="", type="gen1", channel=0,
+                                    poll_interval=0.001, timeout=0.1)
+    stop = threading.Event()
+    poller = MeterPoller("grid", section, lambda t, b: None, stop, clock=ManualClock(0.0), connect=broken_connect)
+    poller.thread.start()
+    poller.thread.join(10.0)
+    stop.set()
+    assert not poller.thread.is_alive()
+    assert len(calls) == MAX_FAILED_STEPS

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from common import messages as m
 from common.clock import SYSTEM_CLOCK
 from common.logsetup import redact_url
+from common.service import MAX_FAILED_STEPS, StepGuard
 from services.shelly_poller.client import (Credentials, Meter, MeterReading, RelayClient, RelayResult,
                                            ShellyError, connect_meter, credentials_for, netloc_key,
                                            url_credentials)
@@ -151,13 +152,14 @@ class MeterPoller:
 
     # -- the loop
     def run(self) -> None:
+        # a bug is logged and the poll retried; one that repeats (StepGuard's limit) ends the thread, and the main
+        # thread then exits for a restart
+        guard = StepGuard(self.log, f"{self.role} meter poll")
         while not self.stop.is_set():
             started = self.clock.monotonic()
-            try:
+            delay = self.poll_interval_s
+            with guard:
                 delay = self.poll_once()
-            except Exception:           # a bug must not end the thread silently
-                self.log.exception("%s meter: unexpected error", self.role)
-                delay = self.poll_interval_s
             self.stop.wait(max(0.0, started + delay - self.clock.monotonic()))
         if self.meter is not None:
             self.meter.close()
@@ -286,16 +288,15 @@ class RelayWorker:
     def run(self) -> None:
         from common.bus import Subscriber   # the socket lives in this thread only
         sub = Subscriber(self.rundir, topics=[m.CTRL_RELAY])
+        guard = StepGuard(self.log, "relay command")
         try:
             while not self.stop.is_set():
                 msg = sub.recv(1.0)          # the timeout only bounds noticing the stop
                 if msg is None:
                     continue
                 pending = [msg] + sub.drain()
-                try:
+                with guard:
                     self.handle([p for p in pending if p.topic == m.CTRL_RELAY])
-                except Exception:
-                    self.log.exception("relay: unexpected error")
         finally:
             sub.close()
             for client in self.clients.values():
