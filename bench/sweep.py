@@ -21,10 +21,10 @@ import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from bench.control_quality import format_table, run_policies
 from bench.plantcfg import load_plant
 from bench.policies import POLICIES, CorePolicy, make_policy
-from bench.scenarios import SCENARIOS, builtin
+from bench.run import format_table, run_policies
+from sim.loadgen import SCENARIOS, builtin
 
 DEAD_TIMES = (2.0, 5.0, 12.0)
 BASELINES = ("seed", "dpl", "hze")

@@ -13,8 +13,8 @@ from bench import metrics, oracle
 from bench.control_quality import run_policies
 from bench.plantcfg import PlantConfigError, load_plant, parse_plant
 from bench.policies import POLICIES, allocate_w
-from bench.scenarios import SCENARIOS, Trace, TraceError, builtin, read_csv, write_csv
 from bench.sweep import goals
+from sim.loadgen import SCENARIOS, Trace, TraceError, builtin, read_csv, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +106,7 @@ def test_scenarios_are_deterministic_and_shaped():
 
 
 def test_csv_round_trip_and_bad_files(tmp_path):
-    trace = Trace("x", [100.0 + i for i in range(20)], [0.0] * 10 + [50.0] * 10)
+    trace = Trace([100.0 + i for i in range(20)], [0.0] * 10 + [50.0] * 10, "x")
     path = str(tmp_path / "t.csv")
     write_csv(path, trace)
     back = read_csv(path)
@@ -138,7 +138,7 @@ def test_plant_json_is_checked():
 # ------------------------------------------------------------------ closed loop
 def _short_trace() -> Trace:
     load = [200.0] * 60 + [650.0] * 60 + [2100.0] * 60 + [150.0] * 60 + [400.0] * 60
-    return Trace("steps", load, [0.0] * len(load))
+    return Trace(load, name="steps")
 
 
 def test_every_policy_runs_on_a_short_trace_with_valid_messages():

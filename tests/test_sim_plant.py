@@ -18,8 +18,8 @@ def stepped(plant, seconds, dt=0.1):
 def small_plant(load_w=500.0, balcony_w=None, **kw):
     inv = Inverter("116180000001", MODELS["HM-800"], dead_time_s=2.0, tau_up_s=1.0, tau_down_s=3.0,
                    persistent_limit_pct=0.0)
-    balcony = Trace([balcony_w]) if balcony_w is not None else None
-    return Plant([inv], Trace([load_w]), Battery(soc_pct=60.0), balcony, grid_reconnect_s=kw.pop("reconnect", 5.0),
+    balcony = [balcony_w] if balcony_w is not None else None
+    return Plant([inv], Trace([load_w], balcony), Battery(soc_pct=60.0), grid_reconnect_s=kw.pop("reconnect", 5.0),
                  **kw), inv
 
 
@@ -152,17 +152,17 @@ def test_load_override_and_traces(tmp_path):
     assert plant.load_w == 1234.0 and plant.state()["load_override_w"] == 1234.0
     plant.set_load_override(None)
     assert plant.load_w == 650.0
-    day = loadgen.day_load(seed=5)
-    assert len(day) == 86400 and day == loadgen.day_load(seed=5) and day != loadgen.day_load(seed=6)
+    day = loadgen.builtin("day", seed=5).load_w
+    assert len(day) == 86400 and day == loadgen.builtin("day", 5).load_w and day != loadgen.builtin("day", 6).load_w
     assert max(day) > 1800 and min(day) >= 0
     assert 3000 < sum(day) / 3600 < 12000                 # Wh per day
     hob_edges = sum(1 for i in range(12 * 3600, 13 * 3600) if day[i + 1] - day[i] > 500)
     assert hob_edges >= 10, "a pulsed hob at lunch (20-40 s period)"
     assert sum(1 for i in range(0, 5 * 3600) if day[i + 1] - day[i] > 500) == 0, "quiet night"
     path = str(tmp_path / "t.csv")
-    loadgen.write_csv(path, [100.0, 200.0, 300.0], [0.0, 50.0, 60.0])
-    load, balcony = loadgen.read_csv(path)
-    assert load == [100.0, 200.0, 300.0] and balcony == [0.0, 50.0, 60.0]
+    loadgen.write_csv(path, Trace([100.0, 200.0, 300.0] * 4, [0.0, 50.0, 60.0] * 4))
+    trace = loadgen.read_csv(path)
+    assert trace.load_w[:3] == [100.0, 200.0, 300.0] and trace.balcony_w[:3] == [0.0, 50.0, 60.0]
     plant = Plant.demo(n_inverters=1, load_csv=path)
     plant.step(1.0)
     assert (plant.load_w, plant.balcony_w) == (200.0, 50.0)
