@@ -157,7 +157,7 @@ SCHEMA: dict[str, Section] = {
         "soc_floating_max": Key(_int, 74, min=74, max=125, doc="%, initial seasonal SOC maximum (then persisted)"),
         "state_dir": Key(_str, "", doc="folder for the persisted state; default: the folder of this config file"),
         "min_percent": Key(_int, 1, min=0, max=100, doc="%, lowest inverter limit"),
-        "max_percent": Key(_int, 80, min=1, max=100, doc="%, highest inverter limit"),
+        "max_percent": Key(_int, 100, min=1, max=100, doc="%, highest inverter limit (the caps in W apply anyway; README: when to lower it)"),
         "steps_percent": Key(_int, 2, min=1, max=50, doc="%, limits are quantised to these steps (seed law)"),
         "consume_filter_factor": Key(_int, 3, min=0, max=100, doc="SMA factor for rising consumption"),
         "feed_in_filter_factor": Key(_int, 0, min=0, max=100, doc="SMA factor on export readings"),
