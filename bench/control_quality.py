@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.plantcfg import PlantConfigError, load_plant
 from bench.policies import EXTRA_POLICIES, POLICIES
-from bench.run import format_table, run_policies
+from bench.run import format_table, quiet_product_logs, run_policies
 from sim.loadgen import SCENARIOS, Trace, TraceError, builtin, read_csv
 
 SUMMARY_KEYS = ("export_wh", "import_wh", "avoidable_import_wh", "mae_vs_oracle_w", "peak_export_w",
@@ -91,6 +91,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_product_logs()
     for name in args.policy:
         if name not in POLICIES + EXTRA_POLICIES:
             print(f"unknown policy {name!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})", file=sys.stderr)

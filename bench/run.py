@@ -2,6 +2,7 @@
 `bench.control_quality` (one trace) and `bench.sweep` (every scenario x dead time)."""
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -11,6 +12,11 @@ from bench.loop import ClosedLoop
 from bench.plantcfg import PlantConfig
 from bench.policies import make_policy
 from sim.loadgen import Trace
+
+
+def quiet_product_logs() -> None:
+    """The writer's warnings (a seed restart's lost limit, ...) are part of the run, not of the report."""
+    logging.getLogger("services").setLevel(logging.ERROR)
 
 
 def oracle_output(trace: Trace, plant: PlantConfig) -> tuple[np.ndarray, np.ndarray]:

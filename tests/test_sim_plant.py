@@ -7,7 +7,9 @@ import pytest
 
 from sim import loadgen
 from sim.loadgen import Trace
-from sim.plant import MODELS, Battery, Inverter, Plant, RealtimeRunner, battery_ocv_v, efficiency, make_inverters
+from sim.dtu import DtuModel
+from sim.plant import (MODELS, Battery, Inverter, InverterSpec, Plant, RealtimeRunner, battery_ocv_v, efficiency,
+                       make_inverters)
 
 
 def stepped(plant, seconds, dt=0.1):
@@ -61,6 +63,46 @@ def test_dead_time_then_ramp_up_faster_than_down():
     down_after_1s = 400.0 - inv.ac_power_w
     assert 0 < down_after_1s < up_after_1s, "reducing is slower than increasing"
     assert plant.now_s - t0 > 13
+
+
+def test_inverter_from_a_plant_description_slews_and_quantises():
+    spec = InverterSpec(serial="116100000009", model="HM-600", max_w=600.0, min_limit_pct=5.0, dead_time_s=0.0,
+                        tau_up_s=0.1, tau_down_s=0.1, ramp_up_w_per_s=100.0, ramp_down_w_per_s=50.0, quantum_pct=1.0)
+    inv = Inverter.from_spec(spec)
+    assert inv.spec is MODELS["HM-600"] and inv.limit_pct == 0.0, "a known model; nothing produced until commanded"
+    plant = Plant([inv], Trace([1000.0]), Battery(fixed_voltage_v=51.2))
+    inv.apply_limit(50.7, plant.now_s)
+    assert inv.limit_pct == 50.0, "floored to the inverter's 1 % resolution"
+    stepped(plant, 1.0)
+    assert inv.ac_power_w == pytest.approx(100.0, abs=0.5), "the lag alone would be near 300 W: slew 100 W/s"
+    stepped(plant, 4.0)
+    assert inv.ac_power_w == pytest.approx(300.0, abs=0.5)
+    inv.apply_limit(0.0, plant.now_s)
+    stepped(plant, 2.0)
+    assert inv.ac_power_w == pytest.approx(200.0, abs=0.5), "down at 50 W/s"
+    assert plant.battery.voltage_v == 51.2, "a fixed battery voltage stays"
+    odd = Inverter.from_spec(InverterSpec(serial="116400000001", model="HMS-700", max_w=700.0))
+    assert odd.max_power_w == 700.0 and odd.spec.hms
+
+
+def test_dtu_model_acks_within_its_range_and_loses_commands_when_told():
+    inv = Inverter("116100000001", MODELS["HM-600"], dead_time_s=0.0)
+    plant = Plant([inv], Trace([300.0]), Battery())
+    dtu = DtuModel(plant, ack_min_s=0.5, ack_max_s=4.0, ack_log_uniform=True, resend_chance=0.0, seed=3)
+    delays = []
+    for _ in range(200):
+        dtu.submit_limit(inv.serial, 1, 20.0, persistent=False, relative=True)
+        delays.append(dtu.radios[0].limit_inflight.ack_at_s - plant.now_s)
+        dtu.radios[0].limit_inflight = None
+    assert 0.5 <= min(delays) and max(delays) <= 4.0
+    below = sum(1 for d in delays if d < 1.414) / len(delays)        # geometric mean of 0.5 and 4: half below
+    assert 0.35 < below < 0.65, below
+    lossy = Plant([Inverter("116100000002", MODELS["HM-600"])], Trace([300.0]), Battery())
+    dtu = DtuModel(lossy, failure_chance=1.0, failure_timeout_s=3.0)
+    dtu.submit_limit("116100000002", 1, 20.0, persistent=False, relative=True)
+    stepped(lossy, 3.5)
+    assert dtu.radios[0].limit_status in ("Failure", "Pending") and lossy.inverters[0].limit_pct == 100.0
+    assert dtu.limit_log[0]["status"] in ("Failure", "Pending") and "ack_t_s" not in dtu.limit_log[0]
 
 
 def test_min_limit_and_undershoot():
@@ -166,6 +208,8 @@ def test_load_override_and_traces(tmp_path):
     plant = Plant.demo(n_inverters=1, load_csv=path)
     plant.step(1.0)
     assert (plant.load_w, plant.balcony_w) == (200.0, 50.0)
+    kettle = Plant.demo(n_inverters=1, scenario="kettle")                 # any benchmark scenario
+    assert kettle.trace.load_w == loadgen.builtin("kettle").load_w
 
 
 def test_serials_are_lowercase_hex_and_unique():
