@@ -1,6 +1,6 @@
 """The OpenDTU's radio side, without HTTP: round-robin stats polls, limit/power command queue with ack, timeout and
-resend, read-back, reboot (opendtu-api.md §4, §5, §7). `OpenDtuSimulator` wraps it in the Web API; a benchmark can
-use it directly on a stepped plant (it runs from a plant hook, in plant time).
+resend, read-back, reboot (opendtu-api.md §4, §5, §7). `OpenDtuSimulator` wraps it in the Web API; the benchmark
+(bench/loop.py) uses it directly on a stepped plant (it runs from a plant hook, in plant time).
 
 Per inverter:
 * stats are sampled only at its poll slot (one inverter per `poll_interval_s`, round-robin); `data_age` grows between;

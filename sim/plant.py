@@ -4,12 +4,16 @@ balcony solar system, the grid meter's view and the life-signal relay.
 Physics (control-notes.md §1, recommended plant model):
 * grid_w = load_w − Σ inverter AC − balcony_w (positive = import). Per phase (for a 3EM) the load splits 45/35/20 %
   and the inverters and the balcony system feed phase A.
-* An inverter applies an acknowledged limit after `dead_time_s`, then follows it with a first-order lag, faster up
-  (`tau_up_s`) than down (`tau_down_s`). Below `min_limit_pct` it produces 0 W (HM stuck at low limits); HMS models
-  undershoot below 15 % of nominal. Efficiency η(P) = 0.967·P/(P + P0) with P0 = 4 W, so DC = (AC + P0)/0.967;
-  DC current = DC power / battery voltage; the per-input current saturates at 12.5 A. Temperature follows output.
+* An inverter applies an acknowledged limit (floored to its resolution `quantum_pct`, 0 = exact) after
+  `dead_time_s`, then follows it with a first-order lag, faster up (`tau_up_s`) than down (`tau_down_s`), within
+  optional slew limits (`ramp_up_w_per_s`, `ramp_down_w_per_s`). `InverterSpec` describes one unit the way the
+  benchmark's plant JSON does; `Inverter.from_spec` builds it. Below `min_limit_pct` it produces 0 W (HM stuck at
+  low limits); HMS models undershoot below 15 % of nominal. Efficiency η(P) = 0.967·P/(P + P0) with P0 = 4 W,
+  so DC = (AC + P0)/0.967; DC current = DC power / battery voltage; the per-input current saturates at 12.5 A.
+  Temperature follows output (22 °C + 33 K × output / rating, 120 s time constant).
 * Relay off (the life signal) = no grid for the inverters: AC voltage 0, output 0 at once; after the relay closes
   again they wait `grid_reconnect_s` before producing. A flip-back timer switches the relay by itself.
+* Load and balcony solar come from one `loadgen.Trace`, read cyclically from `offset_s` on.
 * Battery: SOC integrates the current; voltage = OCV(SOC) − R·I for a 16-cell LFP pack; DCL falls to 0 between 10
   and 5 % SOC, CCL between 95 and 100 %; an empty battery stops the inverters.
 
