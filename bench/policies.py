@@ -25,7 +25,6 @@ does not send is not awaited as pending.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from bench.plantcfg import product_config
