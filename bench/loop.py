@@ -153,7 +153,8 @@ class SimWriter:
 
 class ClosedLoop:
     def __init__(self, trace: Trace, plant: PlantConfig, policy, seed: int = 1, tick_s: float = 0.25,
-                 validate: bool = False):
+                 validate: bool = False, writer_params: Optional[WriterParams] = None):
+        """`writer_params`: the writer's settings (default: those of a fresh installation's config.ini)."""
         if not 0.1 <= tick_s <= 0.5:
             raise ValueError("tick_s must be within 0.1..0.5 s")
         self.trace = trace
@@ -172,7 +173,7 @@ class ClosedLoop:
                             ack_max_s=d.ack_latency_s[1], resend_chance=d.nok_probability,
                             resend_after_s=d.resend_after_s, failure_chance=d.failure_probability,
                             ack_log_uniform=True, seed=seed * 7919 + 3)
-        self.writer = SimWriter(self, WriterParams.from_config(product_config()))
+        self.writer = SimWriter(self, writer_params or WriterParams.from_config(product_config()))
         self._heap: list = []
         self._seq = 0
         self._bus_seq = 0
