@@ -41,7 +41,7 @@ INPUT_CURRENT_MAX_A = 12.5
 
 
 @dataclass(frozen=True)
-class InverterModel:
+class ModelInfo:
     """What a model is (the DTU's catalogue), not how one unit behaves."""
     model: str               # hw_model_name, e.g. "HM-800"
     dtu_type: str            # OpenDTU /api/inverter/list "type"
@@ -51,13 +51,13 @@ class InverterModel:
     hms: bool = False
 
 
-MODELS: dict[str, InverterModel] = {
-    "HM-400": InverterModel("HM-400", "HM-300/350/400-1T", 400.0, 1, "1121"),
-    "HM-600": InverterModel("HM-600", "HM-600/700/800-2T", 600.0, 2, "1161"),
-    "HM-800": InverterModel("HM-800", "HM-600/700/800-2T", 800.0, 2, "1161"),
-    "HM-1500": InverterModel("HM-1500", "HM-1000/1200/1500-4T", 1500.0, 4, "1141"),
-    "HMS-800": InverterModel("HMS-800", "HMS-800/1000-2T", 800.0, 2, "1144", hms=True),
-    "HMS-2000": InverterModel("HMS-2000", "HMS-1600/1800/2000-4T", 2000.0, 4, "1164", hms=True),
+MODELS: dict[str, ModelInfo] = {
+    "HM-400": ModelInfo("HM-400", "HM-300/350/400-1T", 400.0, 1, "1121"),
+    "HM-600": ModelInfo("HM-600", "HM-600/700/800-2T", 600.0, 2, "1161"),
+    "HM-800": ModelInfo("HM-800", "HM-600/700/800-2T", 800.0, 2, "1161"),
+    "HM-1500": ModelInfo("HM-1500", "HM-1000/1200/1500-4T", 1500.0, 4, "1141"),
+    "HMS-800": ModelInfo("HMS-800", "HMS-800/1000-2T", 800.0, 2, "1144", hms=True),
+    "HMS-2000": ModelInfo("HMS-2000", "HMS-1600/1800/2000-4T", 2000.0, 4, "1164", hms=True),
 }
 
 
@@ -90,7 +90,7 @@ def efficiency(ac_w: float) -> float:
 class Inverter:
     """One battery-fed micro-inverter. Limits arrive acknowledged (`apply_limit`); the radio is the DTU's business."""
 
-    def __init__(self, serial: str, spec: InverterModel, name: str = "", *, min_limit_pct: float = 2.0,
+    def __init__(self, serial: str, spec: ModelInfo, name: str = "", *, min_limit_pct: float = 2.0,
                  dead_time_s: float = 1.5, tau_up_s: float = 1.5, tau_down_s: float = 2.5,
                  ramp_up_w_per_s: float = math.inf, ramp_down_w_per_s: float = math.inf, quantum_pct: float = 0.0,
                  persistent_limit_pct: float = 100.0, restart_s: float = 20.0, yield_total_kwh: float = 0.0):
@@ -129,7 +129,7 @@ class Inverter:
         its own. Starts at `persistent_limit_pct` (the benchmark: 0 %, nothing produced until commanded)."""
         model = MODELS.get(spec.model)
         if model is None or model.max_power_w != spec.max_w:
-            model = InverterModel(spec.model, "custom", float(spec.max_w), 2, spec.serial[:4],
+            model = ModelInfo(spec.model, "custom", float(spec.max_w), 2, spec.serial[:4],
                                   hms=spec.model.upper().startswith("HMS"))
         inv = cls(spec.serial, model, name=spec.model, min_limit_pct=spec.min_limit_pct, dead_time_s=spec.dead_time_s,
                   tau_up_s=spec.tau_up_s, tau_down_s=spec.tau_down_s, ramp_up_w_per_s=spec.ramp_up_w_per_s,
