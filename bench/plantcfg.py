@@ -12,6 +12,7 @@ inverters: list of (sim.plant.InverterSpec; sim.plant.Inverter.from_spec builds 
     ramp_down_w_per_s
     quantum_pct              %, limit resolution applied by the inverter (0.1 HM, 1.0 HMS whole percent)
     ripple_w                 W, Gaussian output ripple (0 = none)
+    eta_peak                 peak efficiency: AC = eta_peak x P/(P + 4 W) of the DC drawn (default 0.967)
 meter:                       the grid Shelly
     interval_s               s between samples
     latency_s                [lo, hi] s, HTTP transport, uniform
@@ -35,7 +36,8 @@ site:
     max_feed_in_w            W, the feed-in cap given to every policy (legal 800 W)
     zero_point_w             W, the grid target tau (import) of every policy
 
-P_max(t) = min(max_feed_in_w - balcony(t), sum max_w, 0.967 x V(t) x DCL(t)); P_min = smallest inverter minimum.
+P_max(t) = min(max_feed_in_w - balcony(t), sum max_w, eta x V(t) x DCL(t)) with eta the best inverter's eta_peak;
+P_min = smallest inverter minimum.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from common.config import parse_config
-from sim.plant import ETA_PEAK, Battery, InverterSpec
+from sim.plant import Battery, InverterSpec
 
 DEFAULT_PLANT_PATH = os.path.join(os.path.dirname(__file__), "plants", "default.json")
 
@@ -112,7 +114,8 @@ class PlantConfig:
         return min(inv.min_w for inv in self.inverters)
 
     def p_max_w(self, balcony_w: float, battery_v: float, dcl_a: float) -> float:
-        return max(0.0, min(self.site.max_feed_in_w - balcony_w, self.sum_max_w, ETA_PEAK * battery_v * dcl_a))
+        eta = max(inv.eta_peak for inv in self.inverters)
+        return max(0.0, min(self.site.max_feed_in_w - balcony_w, self.sum_max_w, eta * battery_v * dcl_a))
 
     @property
     def dead_time_s(self) -> float:

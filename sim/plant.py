@@ -76,6 +76,7 @@ class InverterSpec:
     ramp_down_w_per_s: float = 150.0
     quantum_pct: float = 0.1
     ripple_w: float = 0.0
+    eta_peak: float = ETA_PEAK
 
     @property
     def min_w(self) -> float:
@@ -93,7 +94,7 @@ class Inverter:
     def __init__(self, serial: str, spec: ModelInfo, name: str = "", *, min_limit_pct: float = 2.0,
                  dead_time_s: float = 1.5, tau_up_s: float = 1.5, tau_down_s: float = 2.5,
                  ramp_up_w_per_s: float = math.inf, ramp_down_w_per_s: float = math.inf, quantum_pct: float = 0.0,
-                 persistent_limit_pct: float = 100.0, restart_s: float = 20.0, yield_total_kwh: float = 0.0):
+                 eta_peak: float = ETA_PEAK, persistent_limit_pct: float = 100.0, restart_s: float = 20.0, yield_total_kwh: float = 0.0):
         self.serial = serial.lower()
         int(self.serial, 16)                       # must be hex
         self.spec = spec
@@ -105,6 +106,7 @@ class Inverter:
         self.ramp_up_w_per_s = ramp_up_w_per_s or math.inf       # slew limits on top of the lag (0 = none)
         self.ramp_down_w_per_s = ramp_down_w_per_s or math.inf
         self.quantum_pct = quantum_pct                           # limit resolution the inverter applies (0 = exact)
+        self.eta_peak = eta_peak                                 # η(P) = eta_peak·P/(P + P0)
         self.persistent_limit_pct = persistent_limit_pct
         self.restart_s = restart_s
         self.limit_pct = persistent_limit_pct      # last limit applied (acknowledged)
@@ -133,7 +135,7 @@ class Inverter:
                                   hms=spec.model.upper().startswith("HMS"))
         inv = cls(spec.serial, model, name=spec.model, min_limit_pct=spec.min_limit_pct, dead_time_s=spec.dead_time_s,
                   tau_up_s=spec.tau_up_s, tau_down_s=spec.tau_down_s, ramp_up_w_per_s=spec.ramp_up_w_per_s,
-                  ramp_down_w_per_s=spec.ramp_down_w_per_s, quantum_pct=spec.quantum_pct,
+                  ramp_down_w_per_s=spec.ramp_down_w_per_s, quantum_pct=spec.quantum_pct, eta_peak=spec.eta_peak,
                   persistent_limit_pct=persistent_limit_pct)
         inv.ripple_w = spec.ripple_w
         return inv
@@ -174,7 +176,7 @@ class Inverter:
         if self.spec.hms and pct < 15.0:
             target *= 1.0 - 0.012 * (15.0 - pct)          # undershoot at low limits (OnBattery PR #1756)
         # DC current per input saturates: AC <= η · V · I_max · inputs
-        cap = ETA_PEAK * battery_v * INPUT_CURRENT_MAX_A * self.spec.n_inputs - ETA_P0_W
+        cap = self.eta_peak * battery_v * INPUT_CURRENT_MAX_A * self.spec.n_inputs - ETA_P0_W
         return min(target, max(0.0, cap))
 
     def step(self, now_s: float, dt_s: float, grid_ok: bool, battery_v: float, battery_ok: bool,
@@ -203,7 +205,7 @@ class Inverter:
                 ac = max(0.0, ac + rng.gauss(0.0, self.ripple_w))
             ac = min(max(ac, before - self.ramp_down_w_per_s * dt_s), before + self.ramp_up_w_per_s * dt_s)
         self.ac_power_w = ac
-        self.dc_power_w = (ac + ETA_P0_W) / ETA_PEAK if ac > 0 else 0.0
+        self.dc_power_w = (ac + ETA_P0_W) / self.eta_peak if ac > 0 else 0.0
         self.dc_current_a = self.dc_power_w / battery_v if battery_v > 0 else 0.0
         wh = ac * dt_s / 3600.0
         self.yield_day_wh += wh

@@ -81,8 +81,13 @@ def test_inverter_from_a_plant_description_slews_and_quantises():
     stepped(plant, 2.0)
     assert inv.ac_power_w == pytest.approx(200.0, abs=0.5), "down at 50 W/s"
     assert plant.battery.voltage_v == 51.2, "a fixed battery voltage stays"
-    odd = Inverter.from_spec(InverterSpec(serial="116400000001", model="HMS-700", max_w=700.0))
+    assert inv.dc_power_w == pytest.approx((200.0 + 4.0) / 0.967, abs=0.5)
+    odd = Inverter.from_spec(InverterSpec(serial="116400000001", model="HMS-700", max_w=700.0, eta_peak=0.9))
     assert odd.max_power_w == 700.0 and odd.spec.hms
+    plant = Plant([odd], Trace([1000.0]), Battery())
+    odd.apply_limit(50.0, plant.now_s)
+    stepped(plant, 30.0)
+    assert odd.dc_power_w == pytest.approx((odd.ac_power_w + 4.0) / 0.9), "a less efficient unit draws more DC"
 
 
 def test_dtu_model_acks_within_its_range_and_loses_commands_when_told():
