@@ -2,7 +2,7 @@
 docs/control.md §5 (definitions in bench/metrics.py).
 
     python -m bench.control_quality [--trace CSV] [--scenario NAME] [--plant JSON] [--policy NAME ...] [--json]
-                                    [--plot PNG] [--dead-time S] [--seed N] [--tick S] [--sweep]
+                                    [--plot PNG] [--dead-time S] [--seed N] [--tick S]
 
 --trace CSV        `t_s,load_w[,balcony_w]` at 1 Hz (instead of a built-in scenario)
 --scenario NAME    fridge | kettle | hob | overload | balcony_clouds | day (default kettle)
@@ -13,78 +13,24 @@ docs/control.md §5 (definitions in bench/metrics.py).
                    export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus
                    cost_wh, grid_export_wh, unavoidable_import_wh, commands, duration_s, seed, runtime_s
 --plot PNG         grid power against the target, one panel per policy (matplotlib, Agg); --plot-window S:E
---sweep            run bench.sweep instead (all scenarios x dead times 2/5/12 s x all policies, with the goals)
+
+Every scenario x dead times 2/5/12 s x all policies, with the goals: `python -m bench.sweep`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
-from bench import metrics, oracle
-from bench.loop import ClosedLoop, BenchBattery
-from bench.plantcfg import PlantConfig, PlantConfigError, load_plant
-from bench.policies import EXTRA_POLICIES, POLICIES, make_policy
-from bench.scenarios import SCENARIOS, Trace, TraceError, builtin, read_csv
+from bench.plantcfg import PlantConfigError, load_plant
+from bench.policies import EXTRA_POLICIES, POLICIES
+from bench.run import format_table, quiet_product_logs, run_policies
+from sim.loadgen import SCENARIOS, Trace, TraceError, builtin, read_csv
 
 SUMMARY_KEYS = ("export_wh", "import_wh", "avoidable_import_wh", "mae_vs_oracle_w", "peak_export_w",
                 "commands_per_h")
-
-
-def oracle_output(trace: Trace, plant: PlantConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Clairvoyant output and the P_max it used (battery at its starting voltage and DCL)."""
-    battery = BenchBattery(plant.battery)
-    balcony = np.asarray(trace.balcony_w, dtype=float)
-    p_max = np.array([plant.p_max_w(b, battery.voltage_v, battery.dcl_a) for b in balcony])
-    net = np.asarray(trace.load_w, dtype=float) - balcony
-    u = oracle.clairvoyant_output_w(net, plant.site.zero_point_w, p_max, plant.p_min_w,
-                                    plant.ramp_up_w_per_s, plant.ramp_down_w_per_s)
-    return u, p_max
-
-
-def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s: float = 0.25,
-                 validate: bool = False, keep_series: bool = False, factory=make_policy) -> list[dict]:
-    """Run each named policy; returns one result dict per policy (plus `grid_w` arrays if keep_series)."""
-    tau = plant.site.zero_point_w
-    load = np.asarray(trace.load_w, dtype=float)
-    balcony = np.asarray(trace.balcony_w, dtype=float)
-    u_star, p_max_star = oracle_output(trace, plant)
-    g_star = load - balcony - u_star
-    results = []
-    for name in names:
-        started = time.process_time()
-        if name == "oracle":
-            u, p_max = u_star, p_max_star
-            commands = int(np.count_nonzero(np.abs(np.diff(u)) > 0.5))
-            calls = 0
-        else:
-            loop = ClosedLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate)
-            res = loop.run()
-            u, p_max, commands, calls = res.output_w, res.p_max_w, res.commands, res.policy_calls
-        row = {"policy": name, "scenario": trace.name, "dead_time_s": plant.dead_time_s, "seed": seed}
-        row.update(metrics.score(load, balcony, u, tau, p_max, plant.p_min_w, commands, g_oracle_w=g_star))
-        row["policy_calls"] = calls
-        row["runtime_s"] = round(time.process_time() - started, 2)
-        if keep_series:
-            row["grid_w"] = load - balcony - u
-        results.append(row)
-    return results
-
-
-def format_table(rows: list[dict]) -> str:
-    head = f"{'scenario':<15}{'dead':>5} {'policy':<13}{'export':>8}{'import':>9}{'avoid.':>8}{'cost':>8}" \
-           f"{'MAE':>7}{'peakexp':>8}{'cmd/h':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['scenario']:<15}{r['dead_time_s']:>5g} {r['policy']:<13}{r['export_wh']:>8.1f}"
-                     f"{r['import_wh']:>9.1f}{r['avoidable_import_wh']:>8.1f}{r['cost_wh']:>8.1f}"
-                     f"{(r['mae_vs_oracle_w'] or 0.0):>7.1f}{r['peak_export_w']:>8.0f}{r['commands_per_h']:>7.0f}")
-    lines.append("Wh over the trace; avoid. = avoidable import, cost = export + avoidable import, "
-                 "MAE = mean |g - g_oracle| W")
-    return "\n".join(lines)
 
 
 def _plot_window(trace: Trace) -> tuple[int, int]:
@@ -140,15 +86,12 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.25, help="physics step in s (0.1..0.5)")
     parser.add_argument("--validate", action="store_true", help="check every bus body against its schema")
-    parser.add_argument("--sweep", action="store_true", help="run bench.sweep")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.sweep:
-        from bench import sweep
-        return sweep.main([] if args.plant is None else ["--plant", args.plant])
+    quiet_product_logs()
     for name in args.policy:
         if name not in POLICIES + EXTRA_POLICIES:
             print(f"unknown policy {name!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})", file=sys.stderr)

@@ -1,107 +1,48 @@
-"""The closed loop in simulated time: trace -> plant -> meter / DTU timing model -> policy -> DTU writer -> plant.
+"""The closed loop in simulated time: trace -> plant -> meter / DTU -> policy -> DTU writer -> DTU -> plant.
 
-Timing model of the real chain (all parameters in `bench.plantcfg`):
+One model of each part of the chain (parameters in `bench.plantcfg`):
+* plant: `sim.plant.Plant`, the simulators' physics: load and balcony from the trace, inverters built by
+  `Inverter.from_spec` (dead time after the ack, first-order lag faster up than down, slew limits, limit resolution,
+  0 W below the minimum limit, efficiency, input-current saturation), an LFP battery whose SOC and voltage move
+  (or a fixed voltage);
+* DTU: `sim.dtu.DtuModel` on that plant: stats of one inverter per `dtu.radio_interval_s` (round-robin), one limit
+  in flight per inverter, acks after a log-uniform `dtu.ack_latency_s`, `nok_probability` internal resends,
+  `failure_probability` lost commands;
+* DTU writer: the product's own state machine, `services.dtu_poller.writer.WriterMachine` (send threshold, refresh,
+  stop/start, watchdog, status polls every 0.5 s while a command is in flight), driven by `SimWriter` the way
+  `WriterLoop` drives it, its HTTP calls replaced by calls into the DtuModel (taking no simulated time);
+* our DTU poller: every `dtu.http_poll_interval_s` each new stats sample becomes `dtu.inverter` (`sample_t_mono` =
+  radio time), with `dtu.status` and `venus.battery`; the inventory (serials, reachable, read-back limits) is
+  handed to the writer, which reads it when it next wakes;
 * grid meter: a sample every `meter.interval_s` (phase 0.3 s), value = gain x (L - B - u) + N(0, noise), delivered
   as `meter.grid` after a uniform transport latency (`sample_t_mono` = arrival, as the shelly_poller stamps it);
-* balcony meter (only when the trace has balcony solar): the same every `balcony_meter.interval_s`;
-* DTU radio: one inverter's stats per `dtu.radio_interval_s`, round-robin; our poller fetches every
-  `dtu.http_poll_interval_s` and forwards each fresh sample as `dtu.inverter` (`sample_t_mono` = radio time,
-  `data_age_s` = age at the fetch), together with `dtu.status` and `venus.battery`;
-* DTU writer: takes every `ctrl.setpoint`; per inverter one limit command in flight; a new command when the wanted
-  limit differs from the last acked one by >= 0.05 %; ack after a log-uniform latency in `dtu.ack_latency_s`, with
-  probability `nok_probability` plus `resend_after_s` (OpenDTU's internal resend); each ack is a `dtu.ack`;
-* plant: `sim.plant.Plant` (the simulators' physics: load and balcony traces, inverters with dead time after the ack
-  and a first-order lag faster up than down, 0 W below the minimum limit, efficiency, input-current saturation, an
-  LFP battery whose SOC and voltage move) with two bench additions: slew-rate limits (W/s, up and down) and limit
-  quantisation (`BenchInverter`), and optionally a fixed battery voltage (`BenchBattery`).
-Physics advances in fixed ticks (`tick_s`, default 0.25 s); events are processed in time order between ticks; a
-policy is called only when a message arrives for it or its own timer (`wake_interval_s`) fires.
-All random draws come from per-purpose generators seeded from `seed`, so every policy sees the same meter noise.
+  the balcony meter the same every `balcony_meter.interval_s` (only when the trace has balcony solar).
+Physics and the DTU advance in fixed ticks (`tick_s`, default 0.25 s: DTU polls and acks fall on ticks); events
+are processed in time order between ticks; a policy is called only when a message arrives for it or its own timer
+(`wake_interval_s`) fires. The bus contract wants a full `ctrl.setpoint` at least every 2 s (the writer's watchdog
+acts after 10 s): the project's controller repeats its own; the baselines, which send only changes, get their last
+one repeated every `repeat_setpoint_s`. All random draws come from per-purpose generators seeded from `seed`, so
+every policy sees the same meter noise and ack latencies.
 """
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from bench.plantcfg import BatterySpec, InverterSpec, PlantConfig
-from bench.scenarios import Trace
+from bench.plantcfg import PlantConfig, product_config
 from common import messages as M
+from services.dtu_poller.client import LimitStatus
+from services.dtu_poller.writer import FLAGS_REFRESH_S, WriterMachine, WriterParams
 from sim import plant as simplant
+from sim.dtu import DtuModel
+from sim.loadgen import Trace
 
 T0_MONO = 1000.0          # simulated CLOCK_MONOTONIC at t = 0
 T0_WALL = 1.76e9          # simulated wall clock at t = 0
-_PCT_EPS = 0.05
-
-
-class BenchInverter(simplant.Inverter):
-    """sim.plant's inverter (dead time, lag up/down, min limit, efficiency, input-current saturation) plus the
-    bench's slew-rate limits and limit quantisation."""
-
-    def __init__(self, spec: InverterSpec):
-        model = simplant.MODELS.get(spec.model)
-        if model is None or model.max_power_w != spec.max_w:
-            model = simplant.InverterSpec(spec.model, "bench", float(spec.max_w), 2, spec.serial[:4],
-                                          hms=spec.model.upper().startswith("HMS"))
-        super().__init__(spec.serial, model, name=spec.model, min_limit_pct=spec.min_limit_pct,
-                         dead_time_s=spec.dead_time_s, tau_up_s=spec.tau_up_s, tau_down_s=spec.tau_down_s,
-                         persistent_limit_pct=0.0)
-        self.ripple_w = spec.ripple_w
-        self.ramp_up_w_per_s = spec.ramp_up_w_per_s or float("inf")
-        self.ramp_down_w_per_s = spec.ramp_down_w_per_s or float("inf")
-        self.quantum_pct = spec.quantum_pct
-
-    def apply_limit(self, pct: float, now_s: float, persistent: bool = False) -> None:
-        if self.quantum_pct > 0:
-            pct = math.floor(pct / self.quantum_pct + 1e-6) * self.quantum_pct
-        super().apply_limit(pct, now_s, persistent)
-
-    def step(self, now_s, dt_s, grid_ok, battery_v, battery_ok, rng) -> None:
-        before = self.ac_power_w
-        super().step(now_s, dt_s, grid_ok, battery_v, battery_ok, rng)
-        ac = self.ac_power_w
-        if ac - before > self.ramp_up_w_per_s * dt_s:
-            ac = before + self.ramp_up_w_per_s * dt_s
-        elif before - ac > self.ramp_down_w_per_s * dt_s:
-            ac = before - self.ramp_down_w_per_s * dt_s
-        else:
-            return
-        self.ac_power_w = ac
-        self.dc_power_w = (ac + simplant.ETA_P0_W) / simplant.ETA_PEAK if ac > 0 else 0.0
-        self.dc_current_a = self.dc_power_w / battery_v if battery_v > 0 else 0.0
-
-
-class BenchBattery(simplant.Battery):
-    """sim.plant's LFP battery; optionally at a fixed voltage."""
-
-    def __init__(self, spec: BatterySpec):
-        super().__init__(capacity_ah=spec.capacity_ah, soc_pct=spec.soc_pct, ccl_a=spec.ccl_a, dcl_a=spec.dcl_a)
-        self.fixed_v = spec.voltage_v
-        if self.fixed_v is not None:
-            self.voltage_v = self.fixed_v
-
-    def step(self, dt_s: float, draw_w: float) -> None:
-        super().step(dt_s, draw_w)
-        if self.fixed_v is not None:
-            self.voltage_v = self.fixed_v
-
-
-class _Series:
-    """The `.at(t_s)` view sim.plant wants of a 1 Hz list (held at the last value past the end)."""
-
-    __slots__ = ("values", "last")
-
-    def __init__(self, values):
-        self.values = values
-        self.last = len(values) - 1
-
-    def at(self, t_s: float) -> float:
-        i = int(t_s)
-        return self.values[i if i < self.last else self.last]
 
 
 @dataclass
@@ -109,56 +50,111 @@ class RunResult:
     policy: str
     output_w: np.ndarray                # mean inverter AC output per second (what the plant produced)
     p_max_w: np.ndarray                 # per second: min(max_feed_in - balcony, sum max, 0.967 V DCL)
-    commands: int
-    resends: int
+    commands: int                       # limit commands the writer sent (POSTs)
+    resends: int                        # DTU-internal resends
     policy_calls: int
     last_status: Optional[dict] = None
 
 
-class Writer:
-    """The DTU writer: one limit command in flight per inverter; acks after a random latency."""
+class SimWriter:
+    """WriterLoop in simulated time: the same machine, the same order of calls, the DtuModel instead of HTTP.
 
-    def __init__(self, loop: "ClosedLoop"):
-        self.loop = loop
-        self.desired: dict[str, float] = {}
-        self.acked: dict[str, float] = {inv.serial: inv.limit_pct for inv in loop.inverters}
-        self.in_flight: dict[str, Optional[float]] = {}
+    WriterLoop wakes on a setpoint or after `next_wakeup`; then: setpoints, inventory (if new), tick, send what is
+    due, command flags, status poll, send again."""
+
+    def __init__(self, loop: "ClosedLoop", params: WriterParams):
+        self.loop, self.dtu = loop, loop.dtu
+        self.machine = WriterMachine(params, start_t=loop.mono(0.0))
+        self.inbox: list = []
+        self.inventory: Optional[tuple] = None
+        self.serials: list = []
+        self.flags_t: Optional[float] = None
+        self.wake_gen = 0
+        self.woken = False
         self.commands = 0
-        self.resends = 0
 
-    def on_setpoint(self, body: dict, t: float, seq: int) -> None:
-        for item in body.get("limits", []):
-            serial = item["serial"]
-            if serial in self.acked:
-                self.desired[serial] = float(item["limit_pct"])
-                self.maybe_send(serial, t, seq)
+    # WriterLoop.submit / Inventory.update
+    def submit(self, body: dict, seq: int, t: float) -> None:
+        self.inbox.append((body, seq, self.loop.mono(t)))
+        if not self.woken:
+            self.woken = True
+            self.loop.schedule(t, "writer", None)
 
-    def maybe_send(self, serial: str, t: float, seq: Optional[int] = None) -> None:
-        if self.in_flight.get(serial) is not None or serial not in self.desired:
+    def hand_over(self, serials: list, reachable: set, limits: dict, poll_t: float) -> None:
+        self.inventory = (serials, reachable, limits, poll_t)
+
+    def wake(self, t: float, gen: Optional[int]) -> list:
+        """One pass of WriterLoop.run. gen None: woken by a setpoint; else the timeout of pass `gen`."""
+        if gen is None:
+            self.woken = False
+        elif gen != self.wake_gen:
+            return []                                  # a later pass has set a new timeout
+        machine, now, out = self.machine, self.loop.mono(t), []
+        for body, seq, msg_t in self.inbox:
+            out += machine.on_setpoint(body, seq, msg_t, now)
+        self.inbox.clear()
+        if self.inventory is not None:
+            self.serials = list(self.inventory[0])
+            machine.on_inventory(*self.inventory)
+            self.inventory = None
+        out += machine.tick(now)
+        out += self._send_due(now)
+        self._refresh_flags(now)
+        out += self._poll_status(now)
+        out += self._send_due(now)
+        self.wake_gen += 1
+        self.loop.schedule(t + machine.next_wakeup(now), "writer", self.wake_gen)
+        return out
+
+    def _send_due(self, now: float) -> list:
+        out = []
+        for _ in range(32):
+            cmd = self.machine.next_command(now)
+            if cmd is None:
+                break
+            dtu = self.dtu
+            if cmd.kind == "limit":
+                self.commands += 1
+                dtu.submit_limit(cmd.serial, 1, round(min(100.0, max(0.0, cmd.limit_pct)), 1), persistent=False,
+                                 relative=True)
+            elif cmd.kind in ("power_on", "power_off"):
+                dtu.submit_power(cmd.serial, "on" if cmd.kind == "power_on" else "off")
+            elif cmd.kind == "restart":
+                dtu.submit_power(cmd.serial, "restart")
+            elif cmd.kind == "dtu_reboot":
+                dtu.reboot()
+            out += self.machine.on_sent(cmd, now, None, now)
+        return out
+
+    def _refresh_flags(self, now: float) -> None:
+        machine = self.machine
+        if not machine.params.can_control or not self.serials:
             return
-        pct = min(100.0, max(0.0, self.desired[serial]))
-        if abs(pct - self.acked[serial]) < _PCT_EPS:
+        if self.flags_t is not None and now - self.flags_t < FLAGS_REFRESH_S \
+                and set(self.serials) <= set(machine.command_flags):
             return
-        self.in_flight[serial] = pct
-        self.commands += 1
-        dtu = self.loop.plant.dtu
-        lo, hi = dtu.ack_latency_s
-        rng = self.loop.ack_rng
-        latency = math.exp(rng.uniform(math.log(max(lo, 1e-3)), math.log(max(hi, lo, 1e-3))))
-        if rng.random() < dtu.nok_probability:
-            latency += dtu.resend_after_s
-            self.resends += 1
-        self.loop.schedule(t + latency, "ack", (serial, pct, t, latency, seq))
+        self.flags_t = now
+        machine.on_command_flags({r.inv.serial: (r.command_enable, True) for r in self.dtu.radios})
 
-    def on_ack(self, serial: str, pct: float, t: float) -> None:
-        self.in_flight[serial] = None
-        self.acked[serial] = pct
-        self.loop.by_serial[serial].apply_limit(pct, t)
+    def _poll_status(self, now: float) -> list:
+        kind = self.machine.status_poll_due(now)
+        if kind is None:
+            return []
+        dtu, out = self.dtu, []
+        if kind == "limit":
+            out += self.machine.on_limit_status(
+                {r.inv.serial: LimitStatus(dtu.limit_relative(r), dtu.max_power_w(r), r.limit_status)
+                 for r in dtu.radios}, now)
+        # WriterLoop reads /api/power/status only with a power command in flight; on_power_status ignores the
+        # answer otherwise, so asking always is the same
+        out += self.machine.on_power_status({r.inv.serial: r.power_status for r in dtu.radios}, now)
+        return out
 
 
 class ClosedLoop:
     def __init__(self, trace: Trace, plant: PlantConfig, policy, seed: int = 1, tick_s: float = 0.25,
-                 validate: bool = False):
+                 validate: bool = False, writer_params: Optional[WriterParams] = None):
+        """`writer_params`: the writer's settings (default: those of a fresh installation's config.ini)."""
         if not 0.1 <= tick_s <= 0.5:
             raise ValueError("tick_s must be within 0.1..0.5 s")
         self.trace = trace
@@ -169,22 +165,24 @@ class ClosedLoop:
         self.validate = validate
         self.meter_rng = random.Random(seed * 7919 + 1)
         self.balcony_rng = random.Random(seed * 7919 + 2)
-        self.ack_rng = random.Random(seed * 7919 + 3)
-        self.inverters = [BenchInverter(spec) for spec in plant.inverters]
-        self.by_serial = {inv.serial: inv for inv in self.inverters}
-        self.battery = BenchBattery(plant.battery)
-        self.sim = simplant.Plant(self.inverters, _Series(trace.load_w), self.battery, _Series(trace.balcony_w),
-                                  seed=seed, wall_start_s=T0_WALL)
-        self.writer = Writer(self)
+        self.inverters = [simplant.Inverter.from_spec(spec) for spec in plant.inverters]
+        self.battery = plant.battery.build()
+        self.sim = simplant.Plant(self.inverters, trace, self.battery, seed=seed, wall_start_s=T0_WALL)
+        d = plant.dtu
+        self.dtu = DtuModel(self.sim, poll_interval_s=d.radio_interval_s, ack_min_s=d.ack_latency_s[0],
+                            ack_max_s=d.ack_latency_s[1], resend_chance=d.nok_probability,
+                            resend_after_s=d.resend_after_s, failure_chance=d.failure_probability,
+                            ack_log_uniform=True, seed=seed * 7919 + 3)
+        self.writer = SimWriter(self, writer_params or WriterParams.from_config(product_config()))
         self._heap: list = []
         self._seq = 0
         self._bus_seq = 0
-        self.has_balcony = any(v > 0 for v in trace.balcony_w)
-        self.dtu_cache: dict[str, tuple] = {}        # serial -> (radio time, ac_power_w, acked pct)
+        self.has_balcony = trace.has_balcony
         self.forwarded: dict[str, float] = {}
-        self.radio_next = 0
         self.policy_calls = 0
         self.last_status = None
+        self.repeat_s = getattr(policy, "repeat_setpoint_s", None)
+        self.last_setpoint: Optional[tuple] = None     # (t, body)
 
     # ------------------------------------------------------------ plumbing
     def schedule(self, t: float, kind: str, payload=None) -> None:
@@ -209,15 +207,22 @@ class ClosedLoop:
         if self.validate:
             events = [(topic, M.check_body(topic, body)) for topic, body in events]
         self.policy_calls += 1
-        outputs = self.policy.step(events, self.mono(t))
-        for topic, body in outputs or ():
+        sent = False
+        for topic, body in self.policy.step(events, self.mono(t)) or ():
             if self.validate:
                 body = M.check_body(topic, body)
-            self._bus_seq += 1
             if topic == M.CTRL_SETPOINT:
-                self.writer.on_setpoint(body, t, self._bus_seq)
+                self._setpoint(body, t)
+                sent = True
             elif topic == M.CTRL_STATUS:
                 self.last_status = body
+        if not sent and self.repeat_s and self.last_setpoint and t - self.last_setpoint[0] >= self.repeat_s:
+            self._setpoint(self.last_setpoint[1], t)
+
+    def _setpoint(self, body: dict, t: float) -> None:
+        self._bus_seq += 1
+        self.last_setpoint = (t, body)
+        self.writer.submit(body, self._bus_seq, t)
 
     # ------------------------------------------------------------ message bodies
     def _meter_body(self, power_w: float, t_rx: float) -> dict:
@@ -229,16 +234,19 @@ class ClosedLoop:
         return {"role": role, "ok": True, "device": "SHEM", "error_kind": None, "error_count": 0,
                 "last_ok_t_mono": self.mono(t)}
 
-    def _inverter_body(self, index: int, inv: BenchInverter, sample: tuple, t: float) -> dict:
-        sample_t, ac_w, pct, dc_w, dc_v, temp_c = sample
+    def _inverter_body(self, index: int, radio, t: float) -> dict:
+        """What our poller publishes for a new stats sample (the fields the DTU's live data carries)."""
+        inv, st, dtu = radio.inv, radio.stats, self.dtu
+        pct, max_w = dtu.limit_relative(radio), dtu.max_power_w(radio)
         return {"serial": inv.serial, "name": inv.name, "index": index, "model": inv.spec.model,
-                "reachable": True, "producing": True, "data_age_s": round(t - sample_t, 3),
-                "sample_t_mono": self.mono(sample_t), "ac_power_w": round(ac_w, 1), "ac_voltage_v": 230.0,
-                "dc_voltage_v": round(dc_v, 2), "dc_current_a": round(dc_w / dc_v, 2) if dc_v > 0 else 0.0,
-                "dc_power_w": round(dc_w, 1), "temperature_c": round(temp_c, 1),
-                "yield_total_kwh": round(inv.yield_total_wh / 1000.0, 3),
-                "limit_pct": round(pct, 1), "limit_w": round(pct * inv.max_power_w / 100.0, 1),
-                "max_power_w": inv.max_power_w}
+                "reachable": radio.reachable, "producing": st["ac_power_w"] > 0,
+                "data_age_s": round(t - radio.stats_t_s, 3), "sample_t_mono": self.mono(radio.stats_t_s),
+                "ac_power_w": round(st["ac_power_w"], 1), "ac_voltage_v": round(st["ac_voltage_v"], 1),
+                "dc_voltage_v": round(st["dc_voltage_v"], 2),
+                "dc_current_a": round(st["dc_power_w"] / st["dc_voltage_v"], 2) if st["dc_voltage_v"] > 0 else 0.0,
+                "dc_power_w": round(st["dc_power_w"], 1), "temperature_c": round(st["temperature_c"], 1),
+                "yield_total_kwh": round(st["yield_total_kwh"], 3),
+                "limit_pct": round(pct, 1), "limit_w": round(pct * max_w / 100.0, 1), "max_power_w": max_w}
 
     def _battery_body(self) -> dict:
         b = self.battery
@@ -254,8 +262,7 @@ class ClosedLoop:
     def _handle(self, t: float, kind: str, payload) -> None:
         plant = self.plant
         if kind == "meter":
-            true_g = self.sim.load_w - self.sim.balcony_w - self.sim.ac_total_w
-            value = true_g * plant.meter.gain + self.meter_rng.gauss(0.0, plant.meter.noise_w)
+            value = self.sim.grid_w * plant.meter.gain + self.meter_rng.gauss(0.0, plant.meter.noise_w)
             lo, hi = plant.meter.latency_s
             self.schedule(t + self.meter_rng.uniform(lo, hi), "meter_rx", value)
             self.schedule(t + plant.meter.interval_s, "meter")
@@ -271,29 +278,23 @@ class ClosedLoop:
         elif kind == "balcony_rx":
             self.deliver([(M.METER_BALCONY, self._meter_body(payload, t)),
                           (M.METER_STATUS, self._meter_status("balcony", t))], t)
-        elif kind == "radio":
-            inv = self.inverters[self.radio_next]
-            self.radio_next = (self.radio_next + 1) % len(self.inverters)
-            self.dtu_cache[inv.serial] = (t, inv.ac_power_w, self.writer.acked[inv.serial], inv.dc_power_w,
-                                          inv.dc_voltage_v, inv.temperature_c)
-            self.schedule(t + plant.dtu.radio_interval_s, "radio")
         elif kind == "http":
+            dtu = self.dtu
             events = [(M.DTU_STATUS, self._dtu_status_body(t))]
-            for index, inv in enumerate(self.inverters):
-                sample = self.dtu_cache.get(inv.serial)
-                if sample is not None and self.forwarded.get(inv.serial) != sample[0]:
-                    self.forwarded[inv.serial] = sample[0]
-                    events.append((M.DTU_INVERTER, self._inverter_body(index, inv, sample, t)))
+            for index, radio in enumerate(dtu.radios):
+                if radio.stats is not None and self.forwarded.get(radio.inv.serial) != radio.stats_t_s:
+                    self.forwarded[radio.inv.serial] = radio.stats_t_s
+                    events.append((M.DTU_INVERTER, self._inverter_body(index, radio, t)))
             events.append((M.VENUS_BATTERY, self._battery_body()))
+            self.writer.hand_over([r.inv.serial for r in dtu.radios],
+                                  {r.inv.serial for r in dtu.radios if r.reachable},
+                                  {r.inv.serial: dtu.limit_relative(r) for r in dtu.radios}, self.mono(t))
             self.deliver(events, t)
             self.schedule(t + plant.dtu.http_poll_interval_s, "http")
-        elif kind == "ack":
-            serial, pct, sent_t, latency, seq = payload
-            self.writer.on_ack(serial, pct, t)
-            body = {"serial": serial, "command": "limit", "outcome": "ok", "limit_pct": pct,
-                    "setpoint_seq": seq, "latency_s": round(latency, 3), "sent_t_mono": self.mono(sent_t)}
-            self.deliver([(M.DTU_ACK, body)], t)
-            self.writer.maybe_send(serial, t)
+        elif kind == "writer":
+            out = self.writer.wake(t, payload)
+            if out:
+                self.deliver(out, t)
         elif kind == "wake":
             self.deliver([], t)
             interval = getattr(self.policy, "wake_interval_s", None)
@@ -305,8 +306,8 @@ class ClosedLoop:
         n = self.trace.duration_s
         if hasattr(self.policy, "reset"):
             self.policy.reset(self)
+        self.schedule(0.0, "writer", 0)
         self.schedule(0.3, "meter")
-        self.schedule(0.05, "radio")
         self.schedule(0.5, "http")
         if self.has_balcony:
             self.schedule(0.7, "balcony")
@@ -332,5 +333,5 @@ class ClosedLoop:
                 acc += sim.ac_total_w
             out[second] = acc / ticks_per_s
             p_max[second] = plant.p_max_w(trace_balcony[second], battery.voltage_v, battery.dcl_a)
-        return RunResult(getattr(self.policy, "name", "?"), out, p_max, self.writer.commands, self.writer.resends,
-                         self.policy_calls, self.last_status)
+        return RunResult(getattr(self.policy, "name", "?"), out, p_max, self.writer.commands,
+                         sum(r.tx_re_request for r in self.dtu.radios), self.policy_calls, self.last_status)

@@ -2,7 +2,7 @@
 
 JSON fields (all optional; the shipped `bench/plants/default.json` sets every one):
 
-inverters: list of
+inverters: list of (sim.plant.InverterSpec; sim.plant.Inverter.from_spec builds the unit)
     serial, model            text
     max_w                    W, nameplate AC maximum (100 % limit)
     min_limit_pct            %, lowest limit the inverter honours; below it the output is 0 (HM stuck at 0 W)
@@ -12,6 +12,7 @@ inverters: list of
     ramp_down_w_per_s
     quantum_pct              %, limit resolution applied by the inverter (0.1 HM, 1.0 HMS whole percent)
     ripple_w                 W, Gaussian output ripple (0 = none)
+    eta_peak                 peak efficiency: AC = eta_peak x P/(P + 4 W) of the DC drawn (default 0.967)
 meter:                       the grid Shelly
     interval_s               s between samples
     latency_s                [lo, hi] s, HTTP transport, uniform
@@ -24,6 +25,8 @@ dtu:
     ack_latency_s            [lo, hi] s from the limit POST to limit_set_status Ok, log-uniform
     nok_probability          chance that a command needs the DTU's internal resend
     resend_after_s           s lost by such a resend (OpenDTU's 2 s timeout)
+    failure_probability      chance that a command is lost (no ack: Failure after 10 s, then re-sent by the DTU)
+                             (the DTU side is sim.dtu.DtuModel; our side the real writer state machine)
 battery:                     sim.plant.Battery (16-cell LFP): SOC integrates the current during the run
     soc_pct                  %, at the start
     capacity_ah              Ah
@@ -33,7 +36,8 @@ site:
     max_feed_in_w            W, the feed-in cap given to every policy (legal 800 W)
     zero_point_w             W, the grid target tau (import) of every policy
 
-P_max(t) = min(max_feed_in_w - balcony(t), sum max_w, 0.967 x V(t) x DCL(t)); P_min = smallest inverter minimum.
+P_max(t) = min(max_feed_in_w - balcony(t), sum max_w, eta x V(t) x DCL(t)) with eta the best inverter's eta_peak;
+P_min = smallest inverter minimum.
 """
 from __future__ import annotations
 
@@ -43,31 +47,14 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
-ETA_PEAK = 0.967           # sim.plant's peak efficiency
+from common.config import parse_config
+from sim.plant import Battery, InverterSpec
+
 DEFAULT_PLANT_PATH = os.path.join(os.path.dirname(__file__), "plants", "default.json")
 
 
 class PlantConfigError(ValueError):
     """The plant JSON is unreadable or has a bad field."""
-
-
-@dataclass
-class InverterSpec:
-    serial: str = "116100000001"
-    model: str = "HM-600"
-    max_w: float = 600.0
-    min_limit_pct: float = 5.0
-    dead_time_s: float = 2.0
-    tau_up_s: float = 1.5
-    tau_down_s: float = 2.5
-    ramp_up_w_per_s: float = 300.0
-    ramp_down_w_per_s: float = 150.0
-    quantum_pct: float = 0.1
-    ripple_w: float = 0.0
-
-    @property
-    def min_w(self) -> float:
-        return self.max_w * self.min_limit_pct / 100.0
 
 
 @dataclass
@@ -85,6 +72,7 @@ class DtuSpec:
     ack_latency_s: tuple = (0.2, 2.0)
     nok_probability: float = 0.05
     resend_after_s: float = 2.0
+    failure_probability: float = 0.0
 
 
 @dataclass
@@ -94,6 +82,10 @@ class BatterySpec:
     voltage_v: object = None
     dcl_a: float = 25.0
     ccl_a: float = 25.0
+
+    def build(self) -> Battery:
+        return Battery(capacity_ah=self.capacity_ah, soc_pct=self.soc_pct, ccl_a=self.ccl_a, dcl_a=self.dcl_a,
+                       fixed_voltage_v=self.voltage_v)
 
 
 @dataclass
@@ -122,7 +114,8 @@ class PlantConfig:
         return min(inv.min_w for inv in self.inverters)
 
     def p_max_w(self, balcony_w: float, battery_v: float, dcl_a: float) -> float:
-        return max(0.0, min(self.site.max_feed_in_w - balcony_w, self.sum_max_w, ETA_PEAK * battery_v * dcl_a))
+        eta = max(inv.eta_peak for inv in self.inverters)
+        return max(0.0, min(self.site.max_feed_in_w - balcony_w, self.sum_max_w, eta * battery_v * dcl_a))
 
     @property
     def dead_time_s(self) -> float:
@@ -230,3 +223,11 @@ def load_plant(path: str | None = None) -> PlantConfig:
     except ValueError as exc:
         raise PlantConfigError(f"{path}: not JSON: {exc}") from None
     return parse_plant(data)
+
+
+def product_config():
+    """The product's settings at their defaults, as a fresh installation with a DTU password runs them (the
+    controller's Params and the writer's WriterParams are built from it)."""
+    return parse_config("[opendtu]\nhost = 192.0.2.1\npassword = bench\n[grid_meter]\nhost = 192.0.2.2\n",
+                        "<bench>")
+

@@ -17,13 +17,19 @@ budget min(max_feed_in - balcony, sum of maxima, 0.967 x V x DCL).
   clip(N(t) - tau, P_min.., P_max) every tick (when it moved >= 5 W) through the same writer, ack latency, dead time and ramps (§5 (3),
   margin b = 0).
 * `oracle`: clairvoyant, computed outside the loop (bench/oracle.py).
+
+All reach the inverters through the product's DTU writer (bench/loop.py): a limit is sent only when it differs from
+the acknowledged one by the writer's send threshold, and never below the configured minimum percent. The baselines
+compare what they asked for with what the writer will put on the wire (`wire_pct`), so that a change the writer
+does not send is not awaited as pending.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
+from bench.plantcfg import product_config
 from common import messages as M
+from services.dtu_poller.writer import SEND_THRESHOLD_PCT
 
 
 def allocate_w(total_w: float, specs: list) -> list[float]:
@@ -54,6 +60,17 @@ def setpoint_body(serials: list, max_ws: list, limits_w: list, reason: str) -> d
 class _Base:
     name = "?"
     wake_interval_s: Optional[float] = None
+    repeat_setpoint_s = 1.0          # the loop repeats the last setpoint (these policies send only changes)
+    min_pct = float(product_config().control.min_percent)      # the writer's floor
+
+    def wire_pct(self, pct: float) -> float:
+        """The limit the writer sends for `pct`."""
+        return round(min(100.0, max(self.min_pct, pct)), 1)
+
+    @staticmethod
+    def same_pct(a: Optional[float], b: float) -> bool:
+        """Within the writer's send threshold: it would not send b after a."""
+        return a is not None and abs(a - b) < SEND_THRESHOLD_PCT
 
     def reset(self, loop) -> None:
         self.loop = loop
@@ -134,7 +151,7 @@ class DplPolicy(_Base):
         self.observe(events)
         for s in self.serials:
             sent = self.sent_pct[s]
-            if sent is not None and (self.acked[s] is None or abs(self.acked[s] - sent) >= 0.05):
+            if sent is not None and not self.same_pct(self.acked[s], sent):
                 return []                                             # a command is pending
         latest = -1e9
         for s in self.serials:
@@ -152,9 +169,8 @@ class DplPolicy(_Base):
         target = sum(self.ac_w.values()) + self.meter_w - self.tau_w
         target = min(max(target, 0.0), self.budget_w())
         limits = allocate_w(target, list(zip(self.max_ws, self.lower_w)))
-        pcts = [round(w * 100.0 / m, 1) for w, m in zip(limits, self.max_ws)]
-        changed = any(self.sent_pct[s] is None or abs(p - self.sent_pct[s]) >= 0.05
-                      for s, p in zip(self.serials, pcts))
+        pcts = [self.wire_pct(w * 100.0 / m) for w, m in zip(limits, self.max_ws)]
+        changed = any(not self.same_pct(self.sent_pct[s], p) for s, p in zip(self.serials, pcts))
         if not changed:
             self.backoff_s = min(1.024, max(0.128, self.backoff_s * 2))
             return []
@@ -215,10 +231,10 @@ class HzePolicy(_Base):
         while self.queue:
             i, share = self.queue.pop(0)
             self.limits_w[i] = share
-            pct = round(share * 100.0 / self.max_ws[i], 1)
+            pct = self.wire_pct(share * 100.0 / self.max_ws[i])
             serial = self.serials[i]
-            if self.acked[serial] is not None and abs(self.acked[serial] - pct) < 0.05:
-                continue                      # unchanged: the DTU answers at once
+            if self.same_pct(self.acked[serial], pct):
+                continue                      # unchanged: nothing is sent
             self.waiting = (serial, pct, now)
             return self.publish(list(self.limits_w), "hze")
         self.waiting = None
@@ -234,7 +250,7 @@ class HzePolicy(_Base):
             return self.publish(list(self.limits_w), "hze init")
         if self.waiting is not None:
             serial, pct, since = self.waiting
-            done = self.acked[serial] is not None and abs(self.acked[serial] - pct) < 0.05
+            done = self.same_pct(self.acked[serial], pct)
             if not done and now - since < self.ACK_WAIT_S:
                 return []
             out = self._next_in_queue(now)
@@ -321,7 +337,8 @@ class OracleDelayPolicy(_Base):
 
 
 class CorePolicy:
-    """services/controller/core.py: step(state, events, now, params) -> (state, outputs)."""
+    """services/controller/core.py: step(state, events, now, params) -> (state, outputs), with the Params a fresh
+    installation gets from config.ini; `seed` keeps the original project's MaxPercent of 80 % (its own default)."""
 
     wake_interval_s = 0.5
 
@@ -336,9 +353,11 @@ class CorePolicy:
         from services.controller.params import Params
         self.core = core
         plant = loop.plant
-        params = Params.defaults().with_(law=self.law, zero_point=int(round(plant.site.zero_point_w)),
-                                         max_feed_in=int(round(plant.site.max_feed_in_w)),
-                                         balcony_configured=any(v > 0 for v in loop.trace.balcony_w))
+        params = Params.from_config(product_config()).with_(
+            law=self.law, zero_point=int(round(plant.site.zero_point_w)),
+            max_feed_in=int(round(plant.site.max_feed_in_w)), balcony_configured=loop.trace.has_balcony)
+        if self.law == "seed":
+            params = params.with_(max_percent=SEED_MAX_PERCENT)
         if self.param_changes:
             params = params.with_(**self.param_changes)
         self.params = params
@@ -348,6 +367,8 @@ class CorePolicy:
         self.state, outputs = self.core.step(self.state, events, now, self.params)
         return outputs
 
+
+SEED_MAX_PERCENT = 80.0                  # the original project's config.ini default
 
 POLICIES = ("project", "seed", "dpl", "hze", "oracle", "oracle_delay")
 EXTRA_POLICIES: tuple = ()               # proposals measured in the bench, not run by default (none now)

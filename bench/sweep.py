@@ -21,10 +21,10 @@ import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from bench.control_quality import format_table, run_policies
 from bench.plantcfg import load_plant
 from bench.policies import POLICIES, CorePolicy, make_policy
-from bench.scenarios import SCENARIOS, builtin
+from bench.run import format_table, quiet_product_logs, run_policies
+from sim.loadgen import SCENARIOS, builtin
 
 DEAD_TIMES = (2.0, 5.0, 12.0)
 BASELINES = ("seed", "dpl", "hze")
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     params = dict(args.param)
+    quiet_product_logs()
     jobs = [(s, d, args.plant, args.policy, args.seed, params) for s in args.scenario for d in args.dead_time]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:

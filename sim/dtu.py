@@ -1,12 +1,13 @@
 """The OpenDTU's radio side, without HTTP: round-robin stats polls, limit/power command queue with ack, timeout and
-resend, read-back, reboot (docs/opendtu-api.md §4 §5 §7). `OpenDtuSimulator` wraps it in the Web API; a benchmark can
-use it directly on a stepped plant (it runs from a plant hook, in plant time).
+resend, read-back, reboot (docs/opendtu-api.md §4, §5, §7). `OpenDtuSimulator` wraps it in the Web API; the
+benchmark (bench/loop.py) uses it directly on a stepped plant (it runs from a plant hook, in plant time).
 
 Per inverter:
 * stats are sampled only at its poll slot (one inverter per `poll_interval_s`, round-robin); `data_age` grows between;
-* a limit goes Pending → (ack after `ack_min_s`..`ack_max_s`, 5 % chance of one 2 s resend) → Ok and the inverter
-  applies it (then its own dead time); with no ack, Failure after `failure_timeout_s`, and while Failure the last
-  limit is re-sent at every poll slot of that inverter (Pending/Failure cycle) until it gets through;
+* a command goes Pending → (ack after `ack_min_s`..`ack_max_s`, uniform or log-uniform; `resend_chance` of one
+  internal resend costing `resend_after_s`) → Ok and the inverter applies it (then its own dead time); a command
+  lost on the radio (`failure_chance`, or a fault) gets no ack: Failure after `failure_timeout_s`, and while Failure
+  the last limit is re-sent at every poll slot of that inverter (Pending/Failure cycle) until it gets through;
 * a newer limit replaces a queued older one; the one in flight is kept;
 * `limit_relative` is 0 after boot until the first ack or the read-back `limit_readback_s` after boot;
   `max_power` is 0 until the first successful stats poll.
@@ -69,11 +70,15 @@ class InverterRadio:
 class DtuModel:
     def __init__(self, plant: Plant, poll_interval_s: float = 1.0, ack_min_s: float = 0.2, ack_max_s: float = 2.0,
                  failure_timeout_s: float = 10.0, limit_readback_s: float = 30.0, seed: int = 1,
-                 resend_chance: float = 0.05):
+                 resend_chance: float = 0.05, resend_after_s: float = 2.0, ack_log_uniform: bool = False,
+                 failure_chance: float = 0.0):
         self.plant = plant
         self.poll_interval_s = poll_interval_s
         self.ack_min_s = ack_min_s
         self.ack_max_s = ack_max_s
+        self.ack_log_uniform = ack_log_uniform
+        self.resend_after_s = resend_after_s
+        self.failure_chance = failure_chance
         self.failure_timeout_s = failure_timeout_s
         self.limit_readback_s = limit_readback_s
         self.resend_chance = resend_chance
@@ -196,16 +201,24 @@ class DtuModel:
         cmd.deadline_s = now + self.failure_timeout_s
         radio.tx_request += 1
         blocked = cmd.kind == "limit" and "limit_failure" in radio.faults
-        if self._link_ok(radio) and not blocked:
-            delay = self.rng.uniform(self.ack_min_s, self.ack_max_s)
-            if self.rng.random() < self.resend_chance:
-                delay += 2.0
-                radio.tx_re_request += 1
-            cmd.ack_at_s = now + delay
+        if self._link_ok(radio) and not blocked and not (self.failure_chance
+                                                         and self.rng.random() < self.failure_chance):
+            cmd.ack_at_s = now + self._ack_delay_s(radio)
         else:
             cmd.ack_at_s = None
         if cmd.kind == "limit":
             radio.limit_inflight = cmd
+
+    def _ack_delay_s(self, radio: InverterRadio) -> float:
+        if self.ack_log_uniform:
+            lo = max(self.ack_min_s, 1e-3)
+            delay = math.exp(self.rng.uniform(math.log(lo), math.log(max(self.ack_max_s, lo))))
+        else:
+            delay = self.rng.uniform(self.ack_min_s, self.ack_max_s)
+        if self.rng.random() < self.resend_chance:
+            delay += self.resend_after_s
+            radio.tx_re_request += 1
+        return delay
 
     def _on_step(self, now: float) -> None:
         for radio in self.radios:

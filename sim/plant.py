@@ -4,12 +4,16 @@ balcony solar system, the grid meter's view and the life-signal relay.
 Physics (docs/control.md §1, recommended plant model):
 * grid_w = load_w − Σ inverter AC − balcony_w (positive = import). Per phase (for a 3EM) the load splits 45/35/20 %
   and the inverters and the balcony system feed phase A.
-* An inverter applies an acknowledged limit after `dead_time_s`, then follows it with a first-order lag, faster up
-  (`tau_up_s`) than down (`tau_down_s`). Below `min_limit_pct` it produces 0 W (HM stuck at low limits); HMS models
-  undershoot below 15 % of nominal. Efficiency η(P) = 0.967·P/(P + P0) with P0 = 4 W, so DC = (AC + P0)/0.967;
-  DC current = DC power / battery voltage; the per-input current saturates at 12.5 A. Temperature follows output.
+* An inverter applies an acknowledged limit (floored to its resolution `quantum_pct`, 0 = exact) after
+  `dead_time_s`, then follows it with a first-order lag, faster up (`tau_up_s`) than down (`tau_down_s`), within
+  optional slew limits (`ramp_up_w_per_s`, `ramp_down_w_per_s`). `InverterSpec` describes one unit the way the
+  benchmark's plant JSON does; `Inverter.from_spec` builds it. Below `min_limit_pct` it produces 0 W (HM stuck at
+  low limits); HMS models undershoot below 15 % of nominal. Efficiency η(P) = 0.967·P/(P + P0) with P0 = 4 W,
+  so DC = (AC + P0)/0.967; DC current = DC power / battery voltage; the per-input current saturates at 12.5 A.
+  Temperature follows output (22 °C + 33 K × output / rating, 120 s time constant).
 * Relay off (the life signal) = no grid for the inverters: AC voltage 0, output 0 at once; after the relay closes
   again they wait `grid_reconnect_s` before producing. A flip-back timer switches the relay by itself.
+* Load and balcony solar come from one `loadgen.Trace`, read cyclically from `offset_s` on.
 * Battery: SOC integrates the current; voltage = OCV(SOC) − R·I for a 16-cell LFP pack; DCL falls to 0 between 10
   and 5 % SOC, CCL between 95 and 100 %; an empty battery stops the inverters.
 
@@ -37,7 +41,8 @@ INPUT_CURRENT_MAX_A = 12.5
 
 
 @dataclass(frozen=True)
-class InverterSpec:
+class ModelInfo:
+    """What a model is (the DTU's catalogue), not how one unit behaves."""
     model: str               # hw_model_name, e.g. "HM-800"
     dtu_type: str            # OpenDTU /api/inverter/list "type"
     max_power_w: float
@@ -46,14 +51,36 @@ class InverterSpec:
     hms: bool = False
 
 
-MODELS: dict[str, InverterSpec] = {
-    "HM-400": InverterSpec("HM-400", "HM-300/350/400-1T", 400.0, 1, "1121"),
-    "HM-600": InverterSpec("HM-600", "HM-600/700/800-2T", 600.0, 2, "1161"),
-    "HM-800": InverterSpec("HM-800", "HM-600/700/800-2T", 800.0, 2, "1161"),
-    "HM-1500": InverterSpec("HM-1500", "HM-1000/1200/1500-4T", 1500.0, 4, "1141"),
-    "HMS-800": InverterSpec("HMS-800", "HMS-800/1000-2T", 800.0, 2, "1144", hms=True),
-    "HMS-2000": InverterSpec("HMS-2000", "HMS-1600/1800/2000-4T", 2000.0, 4, "1164", hms=True),
+MODELS: dict[str, ModelInfo] = {
+    "HM-400": ModelInfo("HM-400", "HM-300/350/400-1T", 400.0, 1, "1121"),
+    "HM-600": ModelInfo("HM-600", "HM-600/700/800-2T", 600.0, 2, "1161"),
+    "HM-800": ModelInfo("HM-800", "HM-600/700/800-2T", 800.0, 2, "1161"),
+    "HM-1500": ModelInfo("HM-1500", "HM-1000/1200/1500-4T", 1500.0, 4, "1141"),
+    "HMS-800": ModelInfo("HMS-800", "HMS-800/1000-2T", 800.0, 2, "1144", hms=True),
+    "HMS-2000": ModelInfo("HMS-2000", "HMS-1600/1800/2000-4T", 2000.0, 4, "1164", hms=True),
 }
+
+
+@dataclass
+class InverterSpec:
+    """One inverter as the benchmark's plant JSON describes it (bench/plantcfg.py documents every field);
+    `Inverter.from_spec` builds it. Defaults: an HM-600 with the recommended plant model of control-notes §1."""
+    serial: str = "116100000001"
+    model: str = "HM-600"
+    max_w: float = 600.0
+    min_limit_pct: float = 5.0
+    dead_time_s: float = 2.0
+    tau_up_s: float = 1.5
+    tau_down_s: float = 2.5
+    ramp_up_w_per_s: float = 300.0
+    ramp_down_w_per_s: float = 150.0
+    quantum_pct: float = 0.1
+    ripple_w: float = 0.0
+    eta_peak: float = ETA_PEAK
+
+    @property
+    def min_w(self) -> float:
+        return self.max_w * self.min_limit_pct / 100.0
 
 
 def efficiency(ac_w: float) -> float:
@@ -64,9 +91,10 @@ def efficiency(ac_w: float) -> float:
 class Inverter:
     """One battery-fed micro-inverter. Limits arrive acknowledged (`apply_limit`); the radio is the DTU's business."""
 
-    def __init__(self, serial: str, spec: InverterSpec, name: str = "", *, min_limit_pct: float = 2.0,
+    def __init__(self, serial: str, spec: ModelInfo, name: str = "", *, min_limit_pct: float = 2.0,
                  dead_time_s: float = 1.5, tau_up_s: float = 1.5, tau_down_s: float = 2.5,
-                 persistent_limit_pct: float = 100.0, restart_s: float = 20.0, yield_total_kwh: float = 0.0):
+                 ramp_up_w_per_s: float = math.inf, ramp_down_w_per_s: float = math.inf, quantum_pct: float = 0.0,
+                 eta_peak: float = ETA_PEAK, persistent_limit_pct: float = 100.0, restart_s: float = 20.0, yield_total_kwh: float = 0.0):
         self.serial = serial.lower()
         int(self.serial, 16)                       # must be hex
         self.spec = spec
@@ -75,6 +103,10 @@ class Inverter:
         self.dead_time_s = dead_time_s
         self.tau_up_s = tau_up_s
         self.tau_down_s = tau_down_s
+        self.ramp_up_w_per_s = ramp_up_w_per_s or math.inf       # slew limits on top of the lag (0 = none)
+        self.ramp_down_w_per_s = ramp_down_w_per_s or math.inf
+        self.quantum_pct = quantum_pct                           # limit resolution the inverter applies (0 = exact)
+        self.eta_peak = eta_peak                                 # η(P) = eta_peak·P/(P + P0)
         self.persistent_limit_pct = persistent_limit_pct
         self.restart_s = restart_s
         self.limit_pct = persistent_limit_pct      # last limit applied (acknowledged)
@@ -93,13 +125,30 @@ class Inverter:
         self.yield_total_wh = yield_total_kwh * 1000.0
         self.ripple_w = 0.0
 
+    @classmethod
+    def from_spec(cls, spec: InverterSpec, persistent_limit_pct: float = 0.0) -> "Inverter":
+        """The unit a plant description names; a model not in MODELS (or of another size) gets a catalogue entry of
+        its own. Starts at `persistent_limit_pct` (the benchmark: 0 %, nothing produced until commanded)."""
+        model = MODELS.get(spec.model)
+        if model is None or model.max_power_w != spec.max_w:
+            model = ModelInfo(spec.model, "custom", float(spec.max_w), 2, spec.serial[:4],
+                                  hms=spec.model.upper().startswith("HMS"))
+        inv = cls(spec.serial, model, name=spec.model, min_limit_pct=spec.min_limit_pct, dead_time_s=spec.dead_time_s,
+                  tau_up_s=spec.tau_up_s, tau_down_s=spec.tau_down_s, ramp_up_w_per_s=spec.ramp_up_w_per_s,
+                  ramp_down_w_per_s=spec.ramp_down_w_per_s, quantum_pct=spec.quantum_pct, eta_peak=spec.eta_peak,
+                  persistent_limit_pct=persistent_limit_pct)
+        inv.ripple_w = spec.ripple_w
+        return inv
+
     @property
     def max_power_w(self) -> float:
         return self.spec.max_power_w
 
     def apply_limit(self, pct: float, now_s: float, persistent: bool = False) -> None:
-        """An acknowledged limit: takes effect after the dead time."""
+        """An acknowledged limit: takes effect after the dead time (floored to the inverter's resolution)."""
         pct = min(100.0, max(0.0, float(pct)))
+        if self.quantum_pct > 0:
+            pct = math.floor(pct / self.quantum_pct + 1e-6) * self.quantum_pct
         self.limit_pct = pct
         if persistent:
             self.persistent_limit_pct = pct
@@ -127,7 +176,7 @@ class Inverter:
         if self.spec.hms and pct < 15.0:
             target *= 1.0 - 0.012 * (15.0 - pct)          # undershoot at low limits (OnBattery PR #1756)
         # DC current per input saturates: AC <= η · V · I_max · inputs
-        cap = ETA_PEAK * battery_v * INPUT_CURRENT_MAX_A * self.spec.n_inputs - ETA_P0_W
+        cap = self.eta_peak * battery_v * INPUT_CURRENT_MAX_A * self.spec.n_inputs - ETA_P0_W
         return min(target, max(0.0, cap))
 
     def step(self, now_s: float, dt_s: float, grid_ok: bool, battery_v: float, battery_ok: bool,
@@ -149,13 +198,14 @@ class Inverter:
             ac = 0.0
         else:
             target = self._target_w(battery_v)
-            ac = self.ac_power_w
+            before = ac = self.ac_power_w
             tau = self.tau_up_s if target > ac else self.tau_down_s
             ac += (target - ac) * (1.0 - math.exp(-dt_s / tau)) if tau > 0 else (target - ac)
             if self.ripple_w > 0 and ac > 0:
                 ac = max(0.0, ac + rng.gauss(0.0, self.ripple_w))
+            ac = min(max(ac, before - self.ramp_down_w_per_s * dt_s), before + self.ramp_up_w_per_s * dt_s)
         self.ac_power_w = ac
-        self.dc_power_w = (ac + ETA_P0_W) / ETA_PEAK if ac > 0 else 0.0
+        self.dc_power_w = (ac + ETA_P0_W) / self.eta_peak if ac > 0 else 0.0
         self.dc_current_a = self.dc_power_w / battery_v if battery_v > 0 else 0.0
         wh = ac * dt_s / 3600.0
         self.yield_day_wh += wh
@@ -183,7 +233,7 @@ class Battery:
 
     def __init__(self, capacity_ah: float = 200.0, soc_pct: float = 80.0, ccl_a: float = 100.0,
                  dcl_a: float = 100.0, r_int_ohm: float = 0.015, temperature_c: float = 22.0,
-                 charge_w: float = 0.0):
+                 charge_w: float = 0.0, fixed_voltage_v: Optional[float] = None):
         self.capacity_ah = capacity_ah
         self.soc_pct = soc_pct
         self.ccl_max_a = ccl_a
@@ -194,7 +244,8 @@ class Battery:
         self.present = True                        # is the battery service on D-Bus
         self.dcl_override_a: Optional[float] = None
         self.current_a = 0.0
-        self.voltage_v = battery_ocv_v(soc_pct)
+        self.fixed_voltage_v = fixed_voltage_v     # a number: the voltage stays there (a benchmark option)
+        self.voltage_v = fixed_voltage_v or battery_ocv_v(soc_pct)
 
     @property
     def power_w(self) -> float:
@@ -223,25 +274,22 @@ class Battery:
         v = self.voltage_v if self.voltage_v > 1 else battery_ocv_v(self.soc_pct)
         self.current_a = (self.charge_w - draw_w) / v
         self.soc_pct = min(100.0, max(0.0, self.soc_pct + self.current_a * dt_s / 3600.0 / self.capacity_ah * 100))
-        self.voltage_v = battery_ocv_v(self.soc_pct) + self.r_int_ohm * self.current_a
+        self.voltage_v = self.fixed_voltage_v or battery_ocv_v(self.soc_pct) + self.r_int_ohm * self.current_a
 
 
 class Plant:
     """Everything physical. Time is `now_s` (simulated seconds since start); `wall_s` = wall clock at start + now_s."""
 
-    def __init__(self, inverters: list[Inverter], load: Trace, battery: Optional[Battery] = None,
-                 balcony: Optional[Trace] = None, *, load_offset_s: float = 0.0, balcony_offset_s: float = 0.0,
-                 grid_reconnect_s: float = 5.0, relay_on: bool = True, seed: int = 1,
+    def __init__(self, inverters: list[Inverter], trace: Trace, battery: Optional[Battery] = None, *,
+                 offset_s: float = 0.0, grid_reconnect_s: float = 5.0, relay_on: bool = True, seed: int = 1,
                  wall_start_s: Optional[float] = None):
         self.lock = threading.RLock()
         self.inverters = list(inverters)
         self.by_serial = {inv.serial: inv for inv in self.inverters}
         if len(self.by_serial) != len(self.inverters):
             raise ValueError("inverter serials must be unique")
-        self.load_trace = load
-        self.balcony_trace = balcony
-        self.load_offset_s = load_offset_s
-        self.balcony_offset_s = balcony_offset_s
+        self.trace = trace                         # load and balcony solar, from second `offset_s` on, cyclic
+        self.offset_s = offset_s
         self.battery = battery or Battery()
         self.grid_reconnect_s = grid_reconnect_s
         self.rng = random.Random(seed)
@@ -274,31 +322,26 @@ class Plant:
     @classmethod
     def demo(cls, n_inverters: int = 2, seed: int = 1, scenario: str = "demo",
              load_csv: Optional[str] = None) -> "Plant":
-        """A ready plant. Scenarios: demo (lively load, balcony solar), quiet (steady 200 W), step (150/650 W
-        every 60 s), day (a generated 24 h day starting at 06:00, with balcony solar)."""
+        """A ready plant. Scenarios: demo (lively load, balcony solar from 09:00), quiet (steady 200 W), step
+        (150/650 W every 60 s), day (the benchmark's 24 h day from 06:00, with balcony solar), or any other benchmark
+        scenario of `loadgen.SCENARIOS`."""
         inverters = make_inverters(n_inverters, seed)
-        balcony = None
-        load_offset = balcony_offset = 0.0
+        offset = 0.0
         if load_csv:
-            load_values, balcony_values = loadgen.read_csv(load_csv)
-            load = Trace(load_values)
-            balcony = Trace(balcony_values) if balcony_values else None
+            trace = loadgen.read_csv(load_csv)
         elif scenario == "demo":
-            load = Trace(loadgen.lively_load(seed))
-            balcony = Trace(loadgen.solar_day(seed, peak_w=350.0))
-            balcony_offset = 9 * 3600.0
+            trace = Trace(loadgen.lively_load(seed, loadgen.DAY_S), loadgen.solar_day(seed, peak_w=350.0), "demo")
+            offset = 9 * 3600.0
         elif scenario == "quiet":
-            load = Trace(loadgen.quiet_load(seed))
+            trace = Trace(loadgen.quiet_load(seed), name="quiet")
         elif scenario == "step":
-            load = Trace(loadgen.step_load())
-        elif scenario == "day":
-            load = Trace(loadgen.day_load(seed))
-            balcony = Trace(loadgen.solar_day(seed, peak_w=400.0))
-            load_offset = balcony_offset = 6 * 3600.0
+            trace = Trace(loadgen.step_load(), name="step")
+        elif scenario in loadgen.SCENARIOS:
+            trace = loadgen.builtin(scenario, seed)
+            offset = 6 * 3600.0 if scenario == "day" else 0.0
         else:
-            raise ValueError(f"unknown scenario {scenario!r} (demo, quiet, step, day)")
-        plant = cls(inverters, load, Battery(), balcony, load_offset_s=load_offset,
-                    balcony_offset_s=balcony_offset, seed=seed)
+            raise ValueError(f"unknown scenario {scenario!r} (demo, quiet, step, {', '.join(loadgen.SCENARIOS)})")
+        plant = cls(inverters, trace, Battery(), offset_s=offset, seed=seed)
         if scenario == "demo":
             for inv in inverters:
                 inv.ripple_w = 3.0
@@ -407,16 +450,9 @@ class Plant:
 
     def _update_flows(self) -> None:
         t = self.now_s
-        if self.load_override_w is not None:
-            load = self.load_override_w
-        else:
-            load = self.load_trace.at(t + self.load_offset_s)
-        if self.balcony_override_w is not None:
-            balcony = self.balcony_override_w
-        elif self.balcony_trace is not None:
-            balcony = self.balcony_trace.at(t + self.balcony_offset_s)
-        else:
-            balcony = 0.0
+        t += self.offset_s
+        load = self.load_override_w if self.load_override_w is not None else self.trace.load_at(t)
+        balcony = self.balcony_override_w if self.balcony_override_w is not None else self.trace.balcony_at(t)
         ac = 0.0
         for inv in self.inverters:
             ac += inv.ac_power_w

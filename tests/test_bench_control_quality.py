@@ -13,8 +13,8 @@ from bench import metrics, oracle
 from bench.control_quality import run_policies
 from bench.plantcfg import PlantConfigError, load_plant, parse_plant
 from bench.policies import POLICIES, allocate_w
-from bench.scenarios import SCENARIOS, Trace, TraceError, builtin, read_csv, write_csv
 from bench.sweep import goals
+from sim.loadgen import SCENARIOS, Trace, TraceError, builtin, read_csv, write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +106,7 @@ def test_scenarios_are_deterministic_and_shaped():
 
 
 def test_csv_round_trip_and_bad_files(tmp_path):
-    trace = Trace("x", [100.0 + i for i in range(20)], [0.0] * 10 + [50.0] * 10)
+    trace = Trace([100.0 + i for i in range(20)], [0.0] * 10 + [50.0] * 10, "x")
     path = str(tmp_path / "t.csv")
     write_csv(path, trace)
     back = read_csv(path)
@@ -138,7 +138,7 @@ def test_plant_json_is_checked():
 # ------------------------------------------------------------------ closed loop
 def _short_trace() -> Trace:
     load = [200.0] * 60 + [650.0] * 60 + [2100.0] * 60 + [150.0] * 60 + [400.0] * 60
-    return Trace("steps", load, [0.0] * len(load))
+    return Trace(load, name="steps")
 
 
 def test_every_policy_runs_on_a_short_trace_with_valid_messages():
@@ -201,3 +201,50 @@ def test_project_law_learns_the_dead_time_in_the_bench_and_controls():
     rows = run_policies(_short_trace(), plant, ["project", "oracle_delay"], seed=1)
     assert rows[0]["cost_wh"] < 2.0 * rows[1]["cost_wh"]
     assert result.commands > 0
+
+
+class _Scripted:
+    """Sends the setpoint bodies of `script` [(t_s, body)] once each, and records what comes back."""
+    name = "scripted"
+    wake_interval_s = 0.5
+    repeat_setpoint_s = 1.0
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.acks = []
+
+    def reset(self, loop) -> None:
+        self.loop = loop
+
+    def step(self, events, now):
+        t = now - self.loop.mono(0.0)
+        self.acks += [(t, body) for topic, body in events if topic == "dtu.ack"]
+        if self.script and t >= self.script[0][0]:
+            return [("ctrl.setpoint", self.script.pop(0)[1])]
+        return []
+
+
+def test_limits_reach_the_plant_only_through_the_product_writer():
+    """The real WriterMachine in the loop: its send threshold, its 0.5 s status polls, stop/start."""
+    from bench.loop import ClosedLoop
+    plant = load_plant()
+    a, b = (inv.serial for inv in plant.inverters)
+
+    def body(pct_a, pct_b, on_b=None):
+        second = {"serial": b, "limit_pct": pct_b}
+        if on_b is not None:
+            second["on"] = on_b
+        return {"limits": [{"serial": a, "limit_pct": pct_a}, second]}
+    policy = _Scripted([(5.0, body(20.0, 20.0)), (20.0, body(20.3, 20.0)), (35.0, body(25.0, 20.0, on_b=False))])
+    loop = ClosedLoop(Trace([900.0] * 50), plant, policy, seed=1, validate=True)
+    result = loop.run()
+    limits = [(t, x) for t, x in policy.acks if x["command"] == "limit"]
+    assert sorted((x["serial"], x["limit_pct"], x["outcome"]) for _, x in limits) \
+        == [(a, 20.0, "ok"), (a, 25.0, "ok"), (b, 20.0, "ok")]
+    assert result.commands == 3, "20.3 % is within the writer's send threshold of the acknowledged 20 %"
+    for _, ack in limits:                # acks are seen at the writer's status polls, 0.5 s apart
+        assert ack["latency_s"] >= 0.5 and (ack["latency_s"] * 2) == pytest.approx(round(ack["latency_s"] * 2))
+    stops = [x for _, x in policy.acks if x["command"] == "power_off"]
+    assert [(x["serial"], x["outcome"]) for x in stops] == [(b, "ok")]
+    by = {inv.serial: inv for inv in loop.inverters}
+    assert by[a].limit_pct == 25.0 and not by[b].enabled and by[b].ac_power_w == 0.0

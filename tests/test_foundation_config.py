@@ -44,7 +44,7 @@ def test_optional_section_defaults():
     (MINIMAL + "[relay]\nkeepalive_url = shelly/relay\nswitchoff_url = http://x/\n", "relay", "keepalive_url",
      "shelly/relay", "URL"),
     (MINIMAL + "[bus]\nlog_level = chatty\n", "bus", "log_level", "chatty", "log level"),
-    (MINIMAL + "[control]\nmin_percent = 90\n", "control", "min_percent", 90, "max_percent"),
+    (MINIMAL + "[control]\nmin_percent = 90\nmax_percent = 80\n", "control", "min_percent", 90, "max_percent"),
     ("not an ini file", None, None, None, "not an ini file"),
 ])
 def test_each_error_names_file_section_key_value(text, section, key, value, reason):

@@ -7,7 +7,9 @@ import pytest
 
 from sim import loadgen
 from sim.loadgen import Trace
-from sim.plant import MODELS, Battery, Inverter, Plant, RealtimeRunner, battery_ocv_v, efficiency, make_inverters
+from sim.dtu import DtuModel
+from sim.plant import (MODELS, Battery, Inverter, InverterSpec, Plant, RealtimeRunner, battery_ocv_v, efficiency,
+                       make_inverters)
 
 
 def stepped(plant, seconds, dt=0.1):
@@ -18,8 +20,8 @@ def stepped(plant, seconds, dt=0.1):
 def small_plant(load_w=500.0, balcony_w=None, **kw):
     inv = Inverter("116180000001", MODELS["HM-800"], dead_time_s=2.0, tau_up_s=1.0, tau_down_s=3.0,
                    persistent_limit_pct=0.0)
-    balcony = Trace([balcony_w]) if balcony_w is not None else None
-    return Plant([inv], Trace([load_w]), Battery(soc_pct=60.0), balcony, grid_reconnect_s=kw.pop("reconnect", 5.0),
+    balcony = [balcony_w] if balcony_w is not None else None
+    return Plant([inv], Trace([load_w], balcony), Battery(soc_pct=60.0), grid_reconnect_s=kw.pop("reconnect", 5.0),
                  **kw), inv
 
 
@@ -61,6 +63,51 @@ def test_dead_time_then_ramp_up_faster_than_down():
     down_after_1s = 400.0 - inv.ac_power_w
     assert 0 < down_after_1s < up_after_1s, "reducing is slower than increasing"
     assert plant.now_s - t0 > 13
+
+
+def test_inverter_from_a_plant_description_slews_and_quantises():
+    spec = InverterSpec(serial="116100000009", model="HM-600", max_w=600.0, min_limit_pct=5.0, dead_time_s=0.0,
+                        tau_up_s=0.1, tau_down_s=0.1, ramp_up_w_per_s=100.0, ramp_down_w_per_s=50.0, quantum_pct=1.0)
+    inv = Inverter.from_spec(spec)
+    assert inv.spec is MODELS["HM-600"] and inv.limit_pct == 0.0, "a known model; nothing produced until commanded"
+    plant = Plant([inv], Trace([1000.0]), Battery(fixed_voltage_v=51.2))
+    inv.apply_limit(50.7, plant.now_s)
+    assert inv.limit_pct == 50.0, "floored to the inverter's 1 % resolution"
+    stepped(plant, 1.0)
+    assert inv.ac_power_w == pytest.approx(100.0, abs=0.5), "the lag alone would be near 300 W: slew 100 W/s"
+    stepped(plant, 4.0)
+    assert inv.ac_power_w == pytest.approx(300.0, abs=0.5)
+    inv.apply_limit(0.0, plant.now_s)
+    stepped(plant, 2.0)
+    assert inv.ac_power_w == pytest.approx(200.0, abs=0.5), "down at 50 W/s"
+    assert plant.battery.voltage_v == 51.2, "a fixed battery voltage stays"
+    assert inv.dc_power_w == pytest.approx((200.0 + 4.0) / 0.967, abs=0.5)
+    odd = Inverter.from_spec(InverterSpec(serial="116400000001", model="HMS-700", max_w=700.0, eta_peak=0.9))
+    assert odd.max_power_w == 700.0 and odd.spec.hms
+    plant = Plant([odd], Trace([1000.0]), Battery())
+    odd.apply_limit(50.0, plant.now_s)
+    stepped(plant, 30.0)
+    assert odd.dc_power_w == pytest.approx((odd.ac_power_w + 4.0) / 0.9), "a less efficient unit draws more DC"
+
+
+def test_dtu_model_acks_within_its_range_and_loses_commands_when_told():
+    inv = Inverter("116100000001", MODELS["HM-600"], dead_time_s=0.0)
+    plant = Plant([inv], Trace([300.0]), Battery())
+    dtu = DtuModel(plant, ack_min_s=0.5, ack_max_s=4.0, ack_log_uniform=True, resend_chance=0.0, seed=3)
+    delays = []
+    for _ in range(200):
+        dtu.submit_limit(inv.serial, 1, 20.0, persistent=False, relative=True)
+        delays.append(dtu.radios[0].limit_inflight.ack_at_s - plant.now_s)
+        dtu.radios[0].limit_inflight = None
+    assert 0.5 <= min(delays) and max(delays) <= 4.0
+    below = sum(1 for d in delays if d < 1.414) / len(delays)        # geometric mean of 0.5 and 4: half below
+    assert 0.35 < below < 0.65, below
+    lossy = Plant([Inverter("116100000002", MODELS["HM-600"])], Trace([300.0]), Battery())
+    dtu = DtuModel(lossy, failure_chance=1.0, failure_timeout_s=3.0)
+    dtu.submit_limit("116100000002", 1, 20.0, persistent=False, relative=True)
+    stepped(lossy, 3.5)
+    assert dtu.radios[0].limit_status in ("Failure", "Pending") and lossy.inverters[0].limit_pct == 100.0
+    assert dtu.limit_log[0]["status"] in ("Failure", "Pending") and "ack_t_s" not in dtu.limit_log[0]
 
 
 def test_min_limit_and_undershoot():
@@ -152,20 +199,22 @@ def test_load_override_and_traces(tmp_path):
     assert plant.load_w == 1234.0 and plant.state()["load_override_w"] == 1234.0
     plant.set_load_override(None)
     assert plant.load_w == 650.0
-    day = loadgen.day_load(seed=5)
-    assert len(day) == 86400 and day == loadgen.day_load(seed=5) and day != loadgen.day_load(seed=6)
+    day = loadgen.builtin("day", seed=5).load_w
+    assert len(day) == 86400 and day == loadgen.builtin("day", 5).load_w and day != loadgen.builtin("day", 6).load_w
     assert max(day) > 1800 and min(day) >= 0
     assert 3000 < sum(day) / 3600 < 12000                 # Wh per day
     hob_edges = sum(1 for i in range(12 * 3600, 13 * 3600) if day[i + 1] - day[i] > 500)
     assert hob_edges >= 10, "a pulsed hob at lunch (20-40 s period)"
     assert sum(1 for i in range(0, 5 * 3600) if day[i + 1] - day[i] > 500) == 0, "quiet night"
     path = str(tmp_path / "t.csv")
-    loadgen.write_csv(path, [100.0, 200.0, 300.0], [0.0, 50.0, 60.0])
-    load, balcony = loadgen.read_csv(path)
-    assert load == [100.0, 200.0, 300.0] and balcony == [0.0, 50.0, 60.0]
+    loadgen.write_csv(path, Trace([100.0, 200.0, 300.0] * 4, [0.0, 50.0, 60.0] * 4))
+    trace = loadgen.read_csv(path)
+    assert trace.load_w[:3] == [100.0, 200.0, 300.0] and trace.balcony_w[:3] == [0.0, 50.0, 60.0]
     plant = Plant.demo(n_inverters=1, load_csv=path)
     plant.step(1.0)
     assert (plant.load_w, plant.balcony_w) == (200.0, 50.0)
+    kettle = Plant.demo(n_inverters=1, scenario="kettle")                 # any benchmark scenario
+    assert kettle.trace.load_w == loadgen.builtin("kettle").load_w
 
 
 def test_serials_are_lowercase_hex_and_unique():
