@@ -2,7 +2,7 @@
 
 A `Trace` is household load `load_w[i]` and balcony solar `balcony_w[i]` for second i (W, >= 0); grid power is
 load - balcony - inverter output (+ = import). `load_at(t_s)` / `balcony_at(t_s)` repeat the trace cyclically, so a
-one-day trace serves any run length. Appliance shapes follow control-notes §7 (antgen AMBAL fits at 1 Hz and the
+one-day trace serves any run length. Appliance shapes follow docs/control.md §7 (antgen AMBAL fits at 1 Hz and the
 CREST appliance table): kettle 1.82-2.0 kW for 61-220 s with an inrush, oven 2125 W, hob plates 760-1500 W, resistive
 hob/oven pulses with 20-40 s periods, induction bursts of a few seconds. Everything is deterministic for a seed.
 

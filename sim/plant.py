@@ -64,7 +64,7 @@ MODELS: dict[str, ModelInfo] = {
 @dataclass
 class InverterSpec:
     """One inverter as the benchmark's plant JSON describes it (bench/plantcfg.py documents every field);
-    `Inverter.from_spec` builds it. Defaults: an HM-600 with the recommended plant model of control-notes §1."""
+    `Inverter.from_spec` builds it. Defaults: an HM-600 with the recommended plant model of docs/control.md §1."""
     serial: str = "116100000001"
     model: str = "HM-600"
     max_w: float = 600.0

@@ -761,8 +761,8 @@ def test_project_counts_an_uncontrollable_inverter_in_the_load_but_not_in_the_ne
     # B is over temperature and held at its minimum (1 % = 4 W), still producing 40 W while it ramps down
     d.inv("B").temp_alarm = True
     d.step([grid(300, t + 0.1), inverter("B", t, 10.0, ac_power_w=40.0, index=1, temperature_c=60.0)], dt=0.1)
-    # load - target = 300 + 40 (A) + 40 (B) - 25 = 355 W; B will give 4 W: A gets 351 W -> 87 % -> max 80 %
-    assert d.limits() == {"A": 80.0, "B": 1.0}
+    # load - target = 300 + 40 (A) + 40 (B) - 25 = 355 W; B will give 4 W: A gets 351 W -> 87 % (max_percent 100)
+    assert d.limits() == {"A": 87.0, "B": 1.0}
 
 
 # ------------------------------------------------------------------ project law: output model

@@ -16,7 +16,7 @@ class Params:
     soc_floating_max: int = 74                 # %, initial seasonal SOC maximum
     # per-inverter limits
     min_percent: float = 1.0
-    max_percent: float = 80.0
+    max_percent: float = 100.0
     steps_percent: float = 2.0                 # seed law quantisation (truncation)
     quantum_pct: float = 1.0                   # project law quantisation (floor)
     active_min_pct: float = 10.0               # project law: spread over only as many inverters as get this much
