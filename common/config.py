@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
+from common.settings import BY_NAME as USER_SETTINGS_BY_NAME
+
 CONFIG_EXIT_CODE = 2
 
 
@@ -119,6 +121,12 @@ def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
     }
 
 
+def _user_setting(name: str) -> Key:
+    """A [control] key that is also a user setting on D-Bus: range and default from common/settings.py."""
+    spec = USER_SETTINGS_BY_NAME[name]
+    return Key(_int, spec.default, min=spec.min, max=spec.max, doc=spec.doc)
+
+
 SCHEMA: dict[str, Section] = {
     "opendtu": Section({
         "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port",
@@ -151,10 +159,10 @@ SCHEMA: dict[str, Section] = {
     }, optional=True, doc="the life signal: a relay that opens by itself unless re-armed"),
     "control": Section({
         "law": Key(_str, "project", choices=("project", "seed"), doc="control law"),
-        "zero_point": Key(_int, 25, min=0, max=200, doc="W of grid import to aim for"),
-        "max_feed_in": Key(_int, 700, min=0, max=800, doc="W, legal cap for inverters + balcony system"),
-        "power_feed_in_soc": Key(_int, 96, min=10, max=99, doc="%, SOC above which deliberate export is allowed"),
-        "soc_floating_max": Key(_int, 74, min=74, max=125, doc="%, initial seasonal SOC maximum (then persisted)"),
+        "zero_point": _user_setting("zero_point"),
+        "max_feed_in": _user_setting("max_feed_in"),
+        "power_feed_in_soc": _user_setting("power_feed_in_soc"),
+        "soc_floating_max": _user_setting("soc_floating_max"),
         "state_dir": Key(_str, "", doc="folder for the persisted state; default: the folder of this config file"),
         "min_percent": Key(_int, 1, min=0, max=100, doc="%, lowest inverter limit"),
         "max_percent": Key(_int, 80, min=1, max=100, doc="%, highest inverter limit"),
