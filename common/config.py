@@ -369,9 +369,16 @@ def markdown_reference() -> str:
 
 def main(argv=None) -> int:
     """`python -m common.config PATH`: check a config file (exit 2 with one message on error);
-    `python -m common.config --example`: print the example config; `--markdown`: the README table."""
+    `python -m common.config --example`: print the example config; `--markdown`: the README table;
+    `--migrate OLD.ini [--output NEW.ini]`, `--is-original PATH`: upgrade from the original (common/migrate.py)."""
     import sys
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--migrate"] and len(args) in (2, 4) and (len(args) == 2 or args[2] == "--output"):
+        from common import migrate
+        return migrate.main(args[1], args[3] if len(args) == 4 else None)
+    if args[:1] == ["--is-original"] and len(args) == 2:
+        from common import migrate
+        return 0 if migrate.is_original(args[1]) else 1
     if args == ["--example"]:
         print(example_ini())
         return 0
@@ -379,12 +386,17 @@ def main(argv=None) -> int:
         print(markdown_reference())
         return 0
     if len(args) != 1:
-        print("usage: python -m common.config PATH | --example", file=sys.stderr)
+        print("usage: python -m common.config PATH | --example | --markdown | --migrate OLD.ini [--output NEW.ini]"
+              " | --is-original PATH", file=sys.stderr)
         return CONFIG_EXIT_CODE
     try:
         cfg = load_config(args[0])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        from common import migrate
+        if migrate.is_original(args[0]):
+            print(f"{args[0]} is the original dbus-opendtu's config: convert it with python3 -m common.config "
+                  f"--migrate {args[0]} --output NEW.ini (install.sh does this)", file=sys.stderr)
         return CONFIG_EXIT_CODE
     present = [name for name in SCHEMA if getattr(cfg, name) is not None]
     print(f"{args[0]}: ok (sections: {', '.join(present)})")
