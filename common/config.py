@@ -221,6 +221,8 @@ SCHEMA: dict[str, Section] = {
         "dcsystem_instance": Key(_int, 137, min=0, max=999),
         "dcload_first_instance": Key(_int, 134, min=0, max=999, doc="inverter n (in the DTU's order) gets this + n"),
         "acload_custom_name": Key(_str, "Grid by Shelly"),
+        "alarm_instance": Key(_int, 139, min=0, max=999,
+                              doc="digitalinput service whose /Alarm and /CustomName show the standing alarm"),
         "battery_service": Key(_str, "", doc="D-Bus name of the battery to use when several exist"),
         "status_stale_s": Key(_float, 15.0, min=2, max=600,
                               doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),

@@ -4,8 +4,9 @@ project's format (`python -m common.config --migrate OLD.ini --output NEW.ini`, 
 Every original key is either mapped (with its unit converted: SignOfLifeLog is in minutes) or listed as having no
 equivalent. A value outside this project's range is not carried over (the default stays, and the report says so).
 Both layouts are known: the 2025 one ([INVERTER0..2] the inverters' dcloads, [INVERTER3] the dcsystem,
-[INVERTER4] the temperature service) and the newest (per inverter `enableSwitchOff`; relay URLs may carry
-`user:pass@`), and the older keys of the template era (DTU, NumberOfTemplates, ...).
+[INVERTER4] the temperature service) and the newest ([INVERTER5] the alarm digital input, `enableSwitchOff` in
+every section, used for the inverters; relay URLs may carry `user:pass@`), and the older keys of the template
+era (DTU, NumberOfTemplates, ...).
 """
 from __future__ import annotations
 
@@ -156,12 +157,16 @@ def migrate(parser: configparser.ConfigParser) -> Migration:
     return mig
 
 
+# The original's [INVERTERn] sections: 0..2 the inverters (dcloads), 3 the dcsystem, 4 the battery temperature
+# helper, 5 the alarm digitalinput (its newest layout gives every section an enableSwitchOff, used for 0..2 only).
+ROLE_SECTIONS = {3: ("dcsystem_instance", "the DC system"), 5: ("alarm_instance", "the alarm digital input")}
+INVERTER_SECTIONS = range(3)
+
+
 def _inverter(mig: Migration, n: int, items) -> None:
-    switch = items.get("enableswitchoff")
-    is_inverter = n <= 2 or switch is not None
     for key, raw in items.items():
         where = f"[INVERTER{n}] {key}"
-        if key == "enableswitchoff":
+        if key == "enableswitchoff" and n in INVERTER_SECTIONS:
             try:
                 mig.inverters[n] = c._bool(raw)
             except ValueError as exc:
@@ -169,21 +174,22 @@ def _inverter(mig: Migration, n: int, items) -> None:
                 continue
             mig.mapped.append(f"{where} = {raw.strip()} -> [inverter.{n}] enable_switch_off = "
                               f"{'true' if mig.inverters[n] else 'false'}")
-        elif key == "deviceinstance" and is_inverter:
-            if n == 0:
-                mig.put(where, "venus", "dcload_first_instance", raw, None, "")
+        elif key == "enableswitchoff":
+            mig.dropped.append(f"{where}: not an inverter in the original, ignored")
+        elif key == "deviceinstance" and n == 0:
+            mig.put(where, "venus", "dcload_first_instance", raw, None, "")
+        elif key == "deviceinstance" and n in INVERTER_SECTIONS:
+            first = int(mig.values.get("venus", {}).get("dcload_first_instance", "134"))
+            if raw.strip() == str(first + n):
+                mig.mapped.append(f"{where} = {raw.strip()}: = [venus] dcload_first_instance + {n}")
             else:
-                first = int(mig.values.get("venus", {}).get("dcload_first_instance", "134"))
-                if raw.strip() == str(first + n):
-                    mig.mapped.append(f"{where} = {raw.strip()}: = [venus] dcload_first_instance + {n}")
-                else:
-                    mig.dropped.append(f"{where} = {raw.strip()}: inverter n gets dcload_first_instance + n "
-                                       f"({first + n}); on a GX change it in the device's VRM instance setting")
-        elif key == "deviceinstance" and n == 3:
-            mig.put(where, "venus", "dcsystem_instance", raw, None, "")
+                mig.dropped.append(f"{where} = {raw.strip()}: inverter n gets dcload_first_instance + n "
+                                   f"({first + n}); on a GX change it in the device's VRM instance setting")
+        elif key == "deviceinstance" and n in ROLE_SECTIONS:
+            mig.put(where, "venus", ROLE_SECTIONS[n][0], raw, None, "")
         elif key == "deviceinstance":
             mig.dropped.append(f"{where} = {raw.strip()}: a service this project does not publish "
-                               "(the original's temperature/heater helper), no equivalent")
+                               "(the original's battery temperature / heater helper), no equivalent")
         else:
             mig.dropped.append(f"{where}: {NO_EQUIVALENT.get(key, 'unknown key')}, no equivalent")
 

@@ -22,6 +22,7 @@ class UserSetting:
     unit: str
     step: int = 1
     doc: str = ""
+    learned: bool = False   # the controller also moves it itself (then its value is copied to localsettings)
 
     @property
     def local_path(self) -> str:
@@ -35,7 +36,7 @@ USER_SETTINGS: tuple[UserSetting, ...] = (
     UserSetting("power_feed_in_soc", "/PowerFeedInSoc", 96, 10, 99, "%", 1,
                 "%, SOC above which deliberate export is allowed"),
     UserSetting("soc_floating_max", "/SocFloatingMax", 74, 74, 125, "%", 1,
-                "%, initial seasonal SOC maximum (then persisted)"),
+                "%, initial seasonal SOC maximum (then persisted)", learned=True),
     UserSetting("zero_point", "/ZeroPoint", 25, 0, 200, "W", 5, "W of grid import to aim for"),
 )
 BY_NAME = {s.name: s for s in USER_SETTINGS}

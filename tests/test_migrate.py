@@ -41,11 +41,13 @@ enableSwitchOff = false
 DeviceInstance = 150
 [INVERTER3]
 DeviceInstance = 137
+enableSwitchOff = false
 [INVERTER4]
 DeviceInstance = 138
+enableSwitchOff = false
 [INVERTER5]
-DeviceInstance = 142
-enableSwitchOff = true
+DeviceInstance = 149
+enableSwitchOff = false
 
 [SHELLY]
 AccessType = OnPremise
@@ -108,8 +110,9 @@ def test_newest_layout_maps_every_key_with_units_credentials_and_instances(tmp_p
     assert (cfg.control.zero_point, cfg.control.max_feed_in, cfg.control.min_percent, cfg.control.max_percent,
             cfg.control.max_temperature, cfg.control.seed_loop_interval) == (30, 600, 2, 90, 55.0, 3.0)
     assert (cfg.venus.acload_instance, cfg.venus.dcload_first_instance, cfg.venus.dcsystem_instance,
-            cfg.venus.acload_custom_name) == (61, 140, 137, "Netz")
-    assert "[inverter.1]\nenable_switch_off = false" in text and "[inverter.5]\nenable_switch_off = true" in text
+            cfg.venus.acload_custom_name, cfg.venus.alarm_instance) == (61, 140, 137, "Netz", 149)
+    assert "[inverter.1]\nenable_switch_off = false" in text and "[inverter.0]\nenable_switch_off = true" in text
+    assert "[inverter.3]" not in text and "[inverter.5]" not in text      # not inverters in the original
     out = res.stdout
     for secret in ("dtusecret", "shellysecret", "relaysecret"):
         assert secret not in out + res.stderr
