@@ -17,10 +17,12 @@ malformed returns -1.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Optional
 
 import dbus
+import dbus.bus
 import dbus.service
 
 from common import vedbus
@@ -48,7 +50,10 @@ class _GlibService:
 
         def first():
             try:
-                self.bus = vedbus.new_system_bus()
+                # by address: libdbus caches the system bus address per process, and tests start a new daemon each
+                address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+                self.bus = dbus.bus.BusConnection(address) if address else vedbus.new_system_bus()
+                self.bus.set_exit_on_disconnect(False)   # a test's daemon may go first: never _exit the test
                 self._open()
             except BaseException as exc:  # reported to start()
                 error.append(exc)

@@ -3,7 +3,8 @@
 venus-platform turns only a few paths into notifications (none on an acload), so each alarm condition reaches
 the user two ways:
 - an event through `com.victronenergy.platform /Notifications/Inject` on each rising edge (ok -> warning,
-  ok/warning -> alarm), rate-limited per condition, and an info entry when it clears;
+  ok/warning -> alarm), at most one per condition and level in RISE_MIN_INTERVAL_S (a warning turning into an
+  alarm is always told), and an info entry when it clears (only if its rise was told);
 - a standing alarm on a digitalinput service (`/Alarm` 2 while any condition is at alarm level, 0 otherwise),
   whose `/CustomName` names the worst condition: venus-platform shows that name while the alarm lasts.
 
@@ -113,7 +114,7 @@ class Injection:
 class Notifier:
     min_interval_s: float = RISE_MIN_INTERVAL_S
     levels: dict = field(default_factory=dict)            # condition -> last level seen (None = not known yet)
-    last_rise_t: dict = field(default_factory=dict)       # condition -> when its last event was injected
+    last_rise: dict = field(default_factory=dict)         # condition -> (time, level) of its last injected event
     announced: dict = field(default_factory=dict)         # condition -> its rise was injected (so its clear is)
 
     def update(self, levels: dict, causes: dict, now: float) -> list[Injection]:
@@ -124,10 +125,10 @@ class Notifier:
             if level is None:
                 continue
             if level > (before or OK):
-                last = self.last_rise_t.get(name)
-                if last is not None and now - last < self.min_interval_s:
+                last_t, last_level = self.last_rise.get(name, (None, OK))
+                if last_t is not None and now - last_t < self.min_interval_s and level <= last_level:
                     continue                       # flapping: the standing alarm still shows it
-                self.last_rise_t[name] = now
+                self.last_rise[name] = (now, level)
                 self.announced[name] = True
                 kind = INJECT_ALARM if level == ALARM else INJECT_WARNING
                 out.append(Injection(kind, causes.get(name) or f"{PREFIX}: {LABELS[name]} problem"))
