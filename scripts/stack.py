@@ -1,5 +1,6 @@
-"""The whole product against the simulators: a private D-Bus, `python -m sim` (with the battery on D-Bus), and
-supervisord running the four services from the repository's own supervisord.conf. Everything is stopped by PID.
+"""The whole product against the simulators: a private D-Bus, `python -m sim` (with the battery and stand-ins of
+localsettings and venus-platform on D-Bus), and supervisord running the four services from the repository's own
+supervisord.conf. Everything is stopped by PID.
 Used by `make demo`, the end-to-end tests and `python -m bench.footprint`."""
 from __future__ import annotations
 
