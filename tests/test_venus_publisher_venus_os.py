@@ -4,6 +4,7 @@ localsettings. The notification rules themselves are tested in-process below (se
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -126,6 +127,8 @@ def test_instances_and_settings_live_in_localsettings(private_dbus, procs, rundi
         # another device already holds dcload:134: localsettings hands out the next free instance
         assert settings.call(settings.add, "/Settings/Devices/other/ClassAndVrmInstance", "dcload:134", "s",
                              0, 0) == (0, "dcload:134")
+        with open(f"{rundir}/venus_publisher_names.json", "w") as handle:     # a name given before localsettings
+            json.dump({"dcload:1141": "Garage"}, handle)
         proc = start_publisher(procs, rundir)
         sub = venus_subscriber(rundir)
         seen = []
@@ -161,6 +164,12 @@ def test_instances_and_settings_live_in_localsettings(private_dbus, procs, rundi
         until(lambda: controller(max_feed_in=420, soc_floating_max=88), lambda: settings.value(SFM) == 88,
               what="learned value copied")
 
+        # custom names: the old file's name moved over once; a new one is written to localsettings
+        assert settings.value("/Settings/DbusOpenDtu/CustomName/Dcload_1141") == "Garage"
+        assert value("com.victronenergy.dcload.http_135", "/CustomName") == ("s", "Garage")
+        assert set_value(ACLOAD, "/CustomName", "string:Netz") == "int32 0"
+        wait_for(lambda: settings.value("/Settings/DbusOpenDtu/CustomName/Acload") == "Netz", 10, what="name")
+
         # the user gives the acload another VRM instance: it re-registers under it
         settings.user_sets("/Settings/Devices/dbusopendtu_acload/ClassAndVrmInstance", "acload:77")
         until(lambda: controller(max_feed_in=420, soc_floating_max=88),
@@ -177,3 +186,4 @@ def test_instances_and_settings_live_in_localsettings(private_dbus, procs, rundi
               what="localsettings' value pushed to a controller that forgot it")
         assert value("com.victronenergy.acload.http_77", "/DeviceInstance") == ("i", 77)
         assert value("com.victronenergy.dcload.http_135", "/DeviceInstance") == ("i", 135)
+        assert value("com.victronenergy.acload.http_77", "/CustomName") == ("s", "Netz")
