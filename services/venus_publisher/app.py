@@ -22,7 +22,8 @@ from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 from .battery import BatteryMonitor
 from .model import (ALARM_PATHS, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
-from .notify import ALARM_DEVICE_NAME, ALL_OK_NAME, Notifier, cause_texts, standing_alarm
+from .notify import (ALARM_DEVICE_NAME, ALL_OK_NAME, STARTUP_QUIET_STALE, Notifier, cause_texts,
+                     standing_alarm)
 from .venus_os import Injector, LocalSettings, instance_setting, parse_instance, unique_id
 
 log = logging.getLogger("venus_publisher")
@@ -167,7 +168,7 @@ class VenusPublisher:
         self._settings_synced = False
         self._migrated = 1
         self.injector: Optional[Injector] = None
-        self.notifier = Notifier()
+        self.notifier = Notifier(quiet_until=clock.monotonic() + STARTUP_QUIET_STALE * self.params.status_stale_s)
         self.alarm_svc: Optional[vedbus.VeDbusService] = None
 
     # ------------------------------------------------------------ start / stop

@@ -21,6 +21,8 @@ from .model import ALARM, OK, WARNING, BatteryView, Inputs, Params, num
 PREFIX = "dbus-opendtu"
 INJECT_WARNING, INJECT_ALARM, INJECT_INFO = 0, 1, 2       # venus-platform's notification types
 RISE_MIN_INTERVAL_S = 300.0    # at most one event per condition in this time (a flapping meter is one event)
+STARTUP_QUIET_STALE = 2        # no events in the first 2 x [venus] status_stale_s (30 s by default): the sources come
+                               # up one by one; what is still wrong then is told
 ALARM_DEVICE_NAME = "dbus-opendtu alarms"
 ALL_OK_NAME = "dbus-opendtu: no alarm"
 # condition -> the words used when it is at warning level / at alarm level, and what the system does
@@ -113,12 +115,15 @@ class Injection:
 @dataclass
 class Notifier:
     min_interval_s: float = RISE_MIN_INTERVAL_S
+    quiet_until: float = float("-inf")                    # no events before this time (start-up)
     levels: dict = field(default_factory=dict)            # condition -> last level seen (None = not known yet)
     last_rise: dict = field(default_factory=dict)         # condition -> (time, level) of its last injected event
     announced: dict = field(default_factory=dict)         # condition -> its rise was injected (so its clear is)
 
     def update(self, levels: dict, causes: dict, now: float) -> list[Injection]:
         out = []
+        if now < self.quiet_until:
+            return out                             # levels not recorded: each one still raised is told later
         for name, level in levels.items():
             before = self.levels.get(name)
             self.levels[name] = level
