@@ -177,6 +177,9 @@ def test_instances_and_settings_live_in_localsettings(private_dbus, procs, rundi
         assert value("com.victronenergy.dcload.http_135", "/CustomName") == ("s", "Garage")
         assert set_value(ACLOAD, "/CustomName", "string:Netz") == "int32 0"
         wait_for(lambda: settings.value("/Settings/DbusOpenDtu/CustomName/Acload") == "Netz", 10, what="name")
+        settings.user_sets("/Settings/DbusOpenDtu/CustomName/Dcload_1141", "Carport")     # changed in the GUI
+        wait_for(lambda: value("com.victronenergy.dcload.http_135", "/CustomName") == ("s", "Carport"), 10,
+                 what="the GUI's name shown")
 
         # the user gives the acload another VRM instance: it re-registers under it
         settings.user_sets("/Settings/Devices/dbusopendtu_acload/ClassAndVrmInstance", "acload:77")

@@ -265,6 +265,25 @@ class VenusPublisher:
             return True
         svc.add_path("/CustomName", self.names.get(key) or default, writeable=True, valuetype=str,
                      on_change=on_change)
+        if self.names.local is not None:       # a name changed in localsettings (GUI, restore) shows at once
+            self.names.local.watch(NameStore.local_path(key),
+                                   lambda v: GLib.idle_add(_guarded(self._name_changed), key, default, v))
+
+    def _name_changed(self, key: str, default: str, value: Any) -> bool:
+        name = value if isinstance(value, str) and value.strip() else None
+        if self.names.get(key) == name:
+            return False                        # our own write coming back
+        self.names._local_names[key] = name
+        if key.startswith("dcload:"):
+            serial = key.split(":", 1)[1]
+            services = [svc for known, svc in self.dcloads.values() if known == serial]
+            default = self._inverter_name(serial)
+        else:
+            services = [{"acload": self.acload, "dcsystem": self.dcsystem}[key]]
+        for svc in services:
+            if svc is not None:
+                svc["/CustomName"] = name or default
+        return False
 
     def _make_dcload(self, index: int, serial: str) -> vedbus.VeDbusService:
         instance = self._instance("dcload", "dcload", self.cfg.venus.dcload_first_instance + index, serial)
