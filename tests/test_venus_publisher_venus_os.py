@@ -198,3 +198,19 @@ def test_instances_and_settings_live_in_localsettings(private_dbus, procs, rundi
         assert value("com.victronenergy.acload.http_77", "/DeviceInstance") == ("i", 77)
         assert value("com.victronenergy.dcload.http_135", "/DeviceInstance") == ("i", 135)
         assert value("com.victronenergy.acload.http_77", "/CustomName") == ("s", "Netz")
+
+
+def test_localsettings_is_waited_for_when_asked_and_absent_means_fallback():
+    from services.venus_publisher.venus_os import LocalSettings as Client
+
+    class Bus:            # the bus edge: localsettings appears on the third look
+        looks = 0
+
+        def name_has_owner(self, name):
+            assert name == "com.victronenergy.settings"
+            self.looks += 1
+            return self.looks >= 3
+
+    slept = []
+    assert Client.connect(Bus(), wait_s=60, sleep=slept.append) is not None and slept == [0.5, 0.5]
+    assert Client.connect(Bus(), wait_s=0, sleep=slept.append) is None

@@ -24,7 +24,8 @@ from .model import (ALARM_PATHS, SETTINGS, BatteryView, Inputs, Params, SettingR
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
 from .notify import (ALARM_DEVICE_NAME, ALL_OK_NAME, STARTUP_QUIET_STALE, Notifier, cause_texts,
                      standing_alarm)
-from .venus_os import Injector, LocalSettings, instance_setting, parse_instance, unique_id
+from .venus_os import (WAIT_FOR_SETTINGS_S, Injector, LocalSettings, instance_setting, parse_instance,
+                       unique_id)
 
 log = logging.getLogger("venus_publisher")
 
@@ -179,7 +180,7 @@ class VenusPublisher:
         venus = self.cfg.venus
         self._client_bus = vedbus.new_system_bus()
         self.injector = Injector(self._client_bus)
-        self.local = LocalSettings.connect(self._client_bus)
+        self.local = LocalSettings.connect(self._client_bus, WAIT_FOR_SETTINGS_S)
         if self.local is None:
             log.info("no localsettings on the bus: instances from config.ini, settings in the state files")
         else:

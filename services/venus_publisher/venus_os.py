@@ -4,6 +4,7 @@
   default, min and max (AddSetting, idempotent: an existing setting keeps its value) and returns the value in
   force; `set()` writes one; `watch()` follows the user's changes (PropertiesChanged). `connect()` returns None
   when localsettings is not on the bus (a development machine): the caller falls back to config.ini and files.
+  On a GX it waits up to WAIT_FOR_SETTINGS_S for it first.
 - `inject()`: one notification through com.victronenergy.platform /Notifications/Inject (venus-platform v3.60
   and later). The path is looked for at each call: an older GX (or none) answers with an error, which is logged
   once; the standing alarm works without it.
@@ -11,6 +12,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any, Callable, Optional
 
 import dbus
@@ -24,6 +27,9 @@ PLATFORM_NAME = "com.victronenergy.platform"
 INJECT_PATH = "/Notifications/Inject"
 CALL_TIMEOUT_S = 5.0
 DEVICES_PREFIX = "/Settings/Devices"
+# On a GX (Venus OS has /opt/victronenergy) localsettings always exists: wait for it at start rather than run a
+# whole life without it; elsewhere (development) do not wait.
+WAIT_FOR_SETTINGS_S = 60.0 if os.path.isdir("/opt/victronenergy") else 0.0
 
 
 class LocalSettings:
@@ -32,12 +38,19 @@ class LocalSettings:
         self._matches: dict[str, Any] = {}
 
     @classmethod
-    def connect(cls, bus) -> Optional["LocalSettings"]:
-        try:
-            present = bool(bus.name_has_owner(SETTINGS_NAME))
-        except dbus.exceptions.DBusException:
-            present = False
-        return cls(bus) if present else None
+    def connect(cls, bus, wait_s: float = 0.0, sleep=time.sleep) -> Optional["LocalSettings"]:
+        """A client when localsettings is on the bus (waiting up to wait_s for it: at a GX's boot it may come
+        after us), else None."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if bus.name_has_owner(SETTINGS_NAME):
+                    return cls(bus)
+            except dbus.exceptions.DBusException:
+                pass
+            if time.monotonic() >= deadline:
+                return None
+            sleep(0.5)
 
     def add(self, path: str, default: Any, lo: Any = 0, hi: Any = 0) -> Any:
         """Create (if new) and return the value in force; raises DBusException / ValueError on failure."""
