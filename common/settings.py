@@ -14,6 +14,8 @@ SETTINGS_PREFIX = "/Settings/DbusOpenDtu"
 
 @dataclass(frozen=True)
 class UserSetting:
+    """One user setting; all are whole numbers (localsettings type "i", D-Bus int32)."""
+
     name: str            # venus.setting / ctrl.settings name and [control] config key
     dbus_path: str       # writable path on the acload
     default: int         # config default
