@@ -54,12 +54,13 @@ NO_EQUIVALENT = {
     "numberoftemplates": "template inverters are not supported",
     "dtu": "only OpenDTU is supported",
     "useyieldday": "/History/EnergyIn is always the yield total",
+    "maxagetslastsuccess": "[control] dtu_stale_s judges the inverter data's age",
     "magagetslastsuccess": "[control] dtu_stale_s judges the inverter data's age",
     "dryrun": "no dry-run mode",
     "acposition": "inverters are published as DC loads, not PV inverters",
 }
 SECRET_KEYS = {"password"}
-ORIGINAL_SECTION = re.compile(r"^(DEFAULT|SHELLY|INVERTER\d+)$", re.IGNORECASE)
+ORIGINAL_SECTION = re.compile(r"^(DEFAULT|SHELLY|INVERTER\d+|TEMPLATE\d+)$", re.IGNORECASE)
 ORIGINAL_KEYS = set(DEFAULT_KEYS) | set(SHELLY_KEYS) | set(NO_EQUIVALENT) | {"deviceinstance", "enableswitchoff"}
 LOG_LEVELS = {"NOTSET": "DEBUG"}
 
@@ -140,7 +141,8 @@ def migrate(parser: configparser.ConfigParser) -> Migration:
             _inverter(mig, int(name[8:]), items)
             continue
         else:
-            mig.dropped.append(f"[{section}]: unknown section, ignored")
+            mig.dropped.append(f"[{section}]: template inverters are not supported, ignored"
+                               if name.startswith("TEMPLATE") else f"[{section}]: unknown section, ignored")
             continue
         for key, raw in items.items():
             where = f"[{section}] {key}"
@@ -149,6 +151,9 @@ def migrate(parser: configparser.ConfigParser) -> Migration:
                 mig.put(where, section_to, key_to, raw, factor, unit)
             else:
                 mig.dropped.append(f"{where}: {NO_EQUIVALENT.get(key, 'unknown key')}, no equivalent")
+    if not mig.values.get("opendtu", {}).get("password"):
+        mig.dropped.append("[opendtu] password is empty: this project then only reads the inverters and controls "
+                           "nothing; set the OpenDTU admin password")
     relay = mig.values.get("relay", {})
     if relay and not (relay.get("keepalive_url") and relay.get("switchoff_url")):
         mig.dropped.append("[relay]: KeepAliveURL and SwitchOffURL are both needed for a life signal; "
