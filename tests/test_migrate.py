@@ -133,7 +133,8 @@ def test_2025_layout_out_of_range_and_template_keys_are_listed_not_carried(tmp_p
     assert cfg.control.max_feed_in == 700                           # 900 W is over the legal 800 W: default kept
     assert "maxfeedin = '900': must be <= 800" in report
     assert cfg.bus.log_level == "DEBUG" and cfg.relay is None and cfg.balcony_meter is None
-    assert "numberoftemplates" in report and "maxagetslastsuccess: [control] dtu_stale_s" in report and "[relay]: KeepAliveURL and SwitchOffURL are both needed" in report
+    assert "numberoftemplates" in report and "maxagetslastsuccess: [control] dtu_stale_s" in report
+    assert "[relay]: KeepAliveURL and SwitchOffURL are both needed" in report
     assert "[opendtu] password is empty: this project then only reads" in report
 
 
