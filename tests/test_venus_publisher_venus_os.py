@@ -214,3 +214,18 @@ def test_localsettings_is_waited_for_when_asked_and_absent_means_fallback():
     slept = []
     assert Client.connect(Bus(), wait_s=60, sleep=slept.append) is not None and slept == [0.5, 0.5]
     assert Client.connect(Bus(), wait_s=0, sleep=slept.append) is None
+
+
+def test_the_names_file_is_never_a_trap(tmp_path):
+    import os
+    from services.venus_publisher.app import NAMES_FILE, NameStore
+    os.mkfifo(tmp_path / NAMES_FILE)                    # would block a plain open() for reading
+    assert NameStore(str(tmp_path)).names == {}
+    os.unlink(tmp_path / NAMES_FILE)
+    (tmp_path / "elsewhere").write_text('{"acload": "Evil"}')
+    os.symlink(tmp_path / "elsewhere", tmp_path / NAMES_FILE)
+    store = NameStore(str(tmp_path))
+    assert store.get("acload") is None
+    store.put("acload", "Netz")
+    assert (tmp_path / "elsewhere").read_text() == '{"acload": "Evil"}'     # the link is replaced, not followed
+    assert NameStore(str(tmp_path)).get("acload") == "Netz"

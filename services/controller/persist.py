@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import time
 from typing import Callable, Optional
+
+from common.safefile import NotRegularFile, UnusableFile, read_regular, write_atomic
 
 FILE_NAME = "controller-state.json"
 MAX_BYTES = 1_000_000
@@ -19,10 +20,6 @@ MAX_BYTES = 1_000_000
 
 class StateFileError(Exception):
     """The state file exists but cannot be used."""
-
-
-class NotRegularFile(StateFileError):
-    """The state path is a FIFO, device, folder ...: never read, never moved."""
 
 
 class StateStore:
@@ -33,34 +30,16 @@ class StateStore:
         self.wall = wall
         self.hold_first_save = False     # set when the file was unusable: the defaults alone are not written
 
-    def _read(self) -> bytes:
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotRegularFile("not a regular file")
-            chunks, size = [], 0
-            while size <= MAX_BYTES:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if size > MAX_BYTES:
-                raise StateFileError(f"larger than {MAX_BYTES} bytes")
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
-
     def load(self) -> Optional[dict]:
         """The saved dict, or None when there is none or it is unusable (logged once; defaults are used)."""
         try:
-            raw = self._read()
+            raw = read_regular(self.path, MAX_BYTES)
         except FileNotFoundError:
             self.log.info("state file %s not found: starting from the config values", self.path)
             return None
         except NotRegularFile as exc:
             return self._unusable(str(exc), move=False)
-        except StateFileError as exc:
+        except UnusableFile as exc:
             return self._unusable(str(exc), move=True)
         except OSError as exc:
             why = "a symbolic link" if exc.errno == 40 else exc.strerror   # ELOOP from O_NOFOLLOW
@@ -91,23 +70,8 @@ class StateStore:
         if self.hold_first_save:
             self.hold_first_save = False
             return True       # the defaults after an unusable file: not worth a write
-        tmp = self.path + ".tmp"
         try:
-            os.makedirs(self.folder, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            try:
-                fd = os.open(self.folder, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError:
-                pass
+            write_atomic(self.path, json.dumps(data, sort_keys=True))
             return True
         except OSError as exc:
             self.log.error("cannot write the state file %s: %s", self.path, exc.strerror)

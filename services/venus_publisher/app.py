@@ -16,6 +16,7 @@ from common import messages as m
 from common import vedbus
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
+from common.safefile import UnusableFile, read_regular, write_atomic
 from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
@@ -79,13 +80,12 @@ class NameStore:
         self.path = os.path.join(folder, NAMES_FILE)
         self.names: dict[str, str] = {}
         try:
-            with open(self.path) as handle:
-                data = json.load(handle)
+            data = json.loads(read_regular(self.path, 100_000).decode("utf-8"))
             if isinstance(data, dict):
                 self.names = {str(k): v for k, v in data.items() if isinstance(v, str)}
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError, UnusableFile) as exc:
             log.warning("custom names: cannot read %s (%s); starting without", self.path, exc)
 
         self.local: Optional[LocalSettings] = None      # with localsettings the names live there
@@ -119,11 +119,8 @@ class NameStore:
             self.local.set(self.local_path(key), name)
             return
         self.names[key] = name
-        tmp = self.path + ".tmp"
         try:
-            with open(tmp, "w") as handle:
-                json.dump(self.names, handle)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self.names))
         except OSError as exc:
             log.warning("custom names: cannot write %s (%s)", self.path, exc)
 
