@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
+from common.settings import BY_NAME as USER_SETTINGS_BY_NAME
+
 CONFIG_EXIT_CODE = 2
 
 
@@ -122,6 +124,12 @@ def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
     }
 
 
+def _user_setting(name: str) -> Key:
+    """A [control] key that is also a user setting on D-Bus: range and default from common/settings.py."""
+    spec = USER_SETTINGS_BY_NAME[name]
+    return Key(_int, spec.default, min=spec.min, max=spec.max, doc=spec.doc)
+
+
 SCHEMA: dict[str, Section] = {
     "opendtu": Section({
         "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port",
@@ -154,10 +162,10 @@ SCHEMA: dict[str, Section] = {
     }, optional=True, doc="the life signal: a relay that opens by itself unless re-armed"),
     "control": Section({
         "law": Key(_str, "project", choices=("project", "seed"), doc="control law"),
-        "zero_point": Key(_int, 25, min=0, max=200, doc="W of grid import to aim for"),
-        "max_feed_in": Key(_int, 700, min=0, max=800, doc="W, legal cap for inverters + balcony system"),
-        "power_feed_in_soc": Key(_int, 96, min=10, max=99, doc="%, SOC above which deliberate export is allowed"),
-        "soc_floating_max": Key(_int, 74, min=74, max=125, doc="%, initial seasonal SOC maximum (then persisted)"),
+        "zero_point": _user_setting("zero_point"),
+        "max_feed_in": _user_setting("max_feed_in"),
+        "power_feed_in_soc": _user_setting("power_feed_in_soc"),
+        "soc_floating_max": _user_setting("soc_floating_max"),
         "state_dir": Key(_str, "", doc="folder for the persisted state; default: the folder of this config file"),
         "min_percent": Key(_int, 1, min=0, max=100, doc="%, lowest inverter limit"),
         "max_percent": Key(_int, 100, min=1, max=100,
@@ -222,6 +230,8 @@ SCHEMA: dict[str, Section] = {
         "dcsystem_instance": Key(_int, 137, min=0, max=999),
         "dcload_first_instance": Key(_int, 134, min=0, max=999, doc="inverter n (in the DTU's order) gets this + n"),
         "acload_custom_name": Key(_str, "Grid by Shelly"),
+        "alarm_instance": Key(_int, 139, min=0, max=999,
+                              doc="digitalinput service whose /Alarm and /CustomName show the standing alarm"),
         "battery_service": Key(_str, "", doc="D-Bus name of the battery to use when several exist"),
         "status_stale_s": Key(_float, 15.0, min=2, max=600,
                               doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
@@ -371,9 +381,16 @@ def markdown_reference() -> str:
 
 def main(argv=None) -> int:
     """`python -m common.config PATH`: check a config file (exit 2 with one message on error);
-    `python -m common.config --example`: print the example config; `--markdown`: the README table."""
+    `python -m common.config --example`: print the example config; `--markdown`: the README table;
+    `--migrate OLD.ini [--output NEW.ini]`, `--is-original PATH`: upgrade from the original (common/migrate.py)."""
     import sys
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--migrate"] and len(args) in (2, 4) and (len(args) == 2 or args[2] == "--output"):
+        from common import migrate
+        return migrate.main(args[1], args[3] if len(args) == 4 else None)
+    if args[:1] == ["--is-original"] and len(args) == 2:
+        from common import migrate
+        return 0 if migrate.is_original(args[1]) else 1
     if args == ["--example"]:
         print(example_ini())
         return 0
@@ -381,12 +398,17 @@ def main(argv=None) -> int:
         print(markdown_reference())
         return 0
     if len(args) != 1:
-        print("usage: python -m common.config PATH | --example", file=sys.stderr)
+        print("usage: python -m common.config PATH | --example | --markdown | --migrate OLD.ini [--output NEW.ini]"
+              " | --is-original PATH", file=sys.stderr)
         return CONFIG_EXIT_CODE
     try:
         cfg = load_config(args[0])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        from common import migrate
+        if migrate.is_original(args[0]):
+            print(f"{args[0]} is the original dbus-opendtu's config: convert it with python3 -m common.config "
+                  f"--migrate {args[0]} --output NEW.ini (install.sh does this)", file=sys.stderr)
         return CONFIG_EXIT_CODE
     present = [name for name in SCHEMA if getattr(cfg, name) is not None]
     print(f"{args[0]}: ok (sections: {', '.join(present)})")

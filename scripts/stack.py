@@ -1,5 +1,6 @@
-"""The whole product against the simulators: a private D-Bus, `python -m sim` (with the battery on D-Bus), and
-supervisord running the four services from the repository's own supervisord.conf. Everything is stopped by PID.
+"""The whole product against the simulators: a private D-Bus, `python -m sim` (with the battery and stand-ins of
+localsettings and venus-platform on D-Bus), and supervisord running the four services from the repository's own
+supervisord.conf. Everything is stopped by PID.
 Used by `make demo`, the end-to-end tests and `python -m bench.footprint`."""
 from __future__ import annotations
 
@@ -171,6 +172,9 @@ class Stack:
         self.supervisord = self.procs.start("supervisord", [SUPERVISORD, "-n", "-c", self.supervisor_conf],
                                             env=self.env())
         wait_for(self._all_running, 60, 0.2, "all services RUNNING")
+        # RUNNING is not yet on D-Bus: venus_publisher first asks localsettings for its instances and settings
+        wait_for(lambda: "registered com.victronenergy.acload" in self.log("venus_publisher"), 30, 0.2,
+                 "the acload on D-Bus")
         return self
 
     def _all_running(self) -> bool:

@@ -116,6 +116,8 @@ class SimApp:
                                                 password=args.relay_password, seed=args.seed)
         self.control = ControlServer(self, "127.0.0.1", base + 10)
         self.battery = None
+        self.localsettings = None     # stand-ins of com.victronenergy.settings and .platform (with the battery)
+        self.platform = None
 
     def start(self) -> None:
         self.runner.start()
@@ -126,6 +128,10 @@ class SimApp:
             self.battery = BatteryDbus(self.plant, name=self.args.battery_name,
                                        device_instance=self.args.battery_instance).start()
             self.devices["battery"] = self.battery
+            if not self.args.no_venus_services:
+                from sim.venus_services import LocalSettings, Platform
+                self.localsettings = LocalSettings().start()
+                self.platform = Platform().start()
         self.control.start()
 
     def stop(self) -> None:
@@ -135,6 +141,9 @@ class SimApp:
                 device.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
+        for standin in (self.platform, self.localsettings):
+            if standin is not None:
+                standin.stop()
         self.runner.stop()
 
     def ports_line(self) -> str:
@@ -171,6 +180,8 @@ class SimApp:
         state["ports"] = {name: dev.port for name, dev in self.devices.items() if name != "battery"}
         state["ports"]["control"] = self.control.port
         state["scenario"] = self.args.scenario
+        if self.platform is not None:
+            state["notifications"] = [list(n) for n in self.platform.notifications()[-50:]]
         return state
 
 
@@ -209,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--battery-name", default="com.victronenergy.battery.sim")
     parser.add_argument("--battery-instance", type=int, default=512)
     parser.add_argument("--no-dbus", action="store_true", help="no battery on D-Bus even if a bus is set")
+    parser.add_argument("--no-venus-services", action="store_true",
+                        help="no stand-ins of localsettings and venus-platform beside the battery on D-Bus")
     parser.add_argument("--log-level", default="INFO")
     return parser
 

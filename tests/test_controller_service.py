@@ -27,12 +27,35 @@ def test_state_store_round_trip_is_atomic(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [FILE_NAME]          # no temp file left
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b"\xff\xfe\x00", b"null"])
-def test_state_store_corrupt_file_gives_none_and_is_logged(tmp_path, caplog, content):
+@pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b"\xff\xfe\x00", b"null", b"[" * 100_000,
+                                     b'{"a": 1e999999}' + b" " * 2_000_000])
+def test_state_store_corrupt_file_is_kept_aside_and_not_overwritten(tmp_path, caplog, content):
     (tmp_path / FILE_NAME).write_bytes(content)
+    store = StateStore(str(tmp_path), wall=lambda: 1796000000.0)
+    with caplog.at_level(logging.ERROR):
+        assert store.load() is None
+    assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 1
+    aside = tmp_path / f"{FILE_NAME}.corrupt-20261130T005320Z"
+    assert aside.read_bytes() == content and "kept as" in caplog.text
+    assert store.save({"format": 1, "defaults": True}) and not (tmp_path / FILE_NAME).exists()   # defaults: no write
+    assert store.save({"format": 1, "changed": True})                                              # a change: written
+    assert StateStore(str(tmp_path)).load() == {"format": 1, "changed": True}
+
+
+def test_state_store_refuses_a_fifo_and_a_symlink_without_blocking(tmp_path, caplog):
+    os.mkfifo(tmp_path / FILE_NAME)          # opening a FIFO for reading would block until a writer comes
     with caplog.at_level(logging.ERROR):
         assert StateStore(str(tmp_path)).load() is None
-    assert "corrupt" in caplog.text
+    assert "not a regular file" in caplog.text
+    os.unlink(tmp_path / FILE_NAME)
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"format": 1}')
+    os.symlink(target, tmp_path / FILE_NAME)
+    store = StateStore(str(tmp_path))
+    assert store.load() is None and "symbolic link" in caplog.text
+    store.save({"format": 1})
+    assert store.save({"format": 2})
+    assert target.read_text() == '{"format": 1}'                 # the link was replaced, its target not written
 
 
 def test_state_store_unwritable_folder_is_logged_not_raised(tmp_path, caplog):
@@ -133,17 +156,22 @@ def test_settings_and_season_survive_a_restart(procs, rundir, bus):
     procs.stop(proc2)
 
 
-def test_a_corrupt_state_file_is_reported_and_replaced_by_defaults(procs, rundir, bus):
+def test_a_corrupt_state_file_is_kept_and_defaults_are_used_without_writing(procs, rundir, bus):
     path = os.path.join(rundir, FILE_NAME)
+    torn = '{"format": 1, "settings": {"max_feed_in": 30'      # a torn write of MaxFeedIn 300
     with open(path, "w") as handle:
-        handle.write('{"format": 1, "settings": {"max_feed_in": 55')      # torn write
+        handle.write(torn)
     proc = _start(procs, rundir)
     wait_for(_settings_with(bus, max_feed_in=700, soc_floating_max=74, zero_point=25), 20,
              what="defaults in ctrl.settings")
     assert proc.alive()
-    wait_for(lambda: "corrupt" in proc.output(), 10, what="the corrupt file in the log")
-    saved = wait_for(lambda: _json_or_none(path), 10, what="a valid state file")
-    assert saved["settings"]["max_feed_in"] == 700
+    wait_for(lambda: "unusable" in proc.output(), 10, what="the corrupt file in the log")
+    kept = [name for name in os.listdir(rundir) if name.startswith(FILE_NAME + ".corrupt-")]
+    assert len(kept) == 1 and open(os.path.join(rundir, kept[0])).read() == torn
+    assert not os.path.exists(path)                             # the defaults alone are not written
+    bus.send([setting("req-9", "max_feed_in", 300)])
+    saved = wait_for(lambda: _json_or_none(path), 10, what="a state file once a setting changed")
+    assert saved["settings"]["max_feed_in"] == 300
 
 
 def _json_or_none(path):

@@ -9,7 +9,7 @@ import pytest
 
 from common import messages as m
 from tests.support import wait_for
-from tests.test_venus_publisher_support import (ACLOAD, DCSYSTEM, Feeds, bus_names, ctrl_settings, ctrl_status,
+from tests.test_venus_publisher_support import (ACLOAD, ALARM, DCSYSTEM, Feeds, bus_names, ctrl_settings, ctrl_status,
                                                 dcload, dtu_status, grid, inverter, items, meter_status,
                                                 set_value, start_publisher, until, value, venus_subscriber,
                                                 victron_names)
@@ -44,7 +44,7 @@ def test_every_service_path_type_and_value(private_dbus, procs, rundir, feeds):
     until(lambda: feed_all(feeds),
           lambda: value(dcload(1), "/Dc/0/Power")[1] == 201.0 and value(ACLOAD, "/Ac/Power")[1] == 123.0
           and value(ACLOAD, "/MaxFeedIn")[1] == 700, what="all services filled")
-    assert victron_names() == sorted([ACLOAD, DCSYSTEM, dcload(0), dcload(1)])
+    assert victron_names() == sorted([ACLOAD, DCSYSTEM, ALARM, dcload(0), dcload(1)])
 
     inv = items(dcload(0))
     for path, sig in MANDATORY.items():
@@ -219,7 +219,7 @@ def test_inverters_come_and_go_and_stale_values_go_invalid(private_dbus, procs, 
 
 def test_kill_9_and_restart_reregisters_everything(private_dbus, procs, rundir, feeds):
     proc = start_publisher(procs, rundir)
-    until(lambda: feed_all(feeds), lambda: len(victron_names()) == 4, what="four services")
+    until(lambda: feed_all(feeds), lambda: len(victron_names()) == 5, what="five services")
     before = victron_names()
     procs.stop(proc, signal.SIGKILL)
     wait_for(lambda: victron_names() == [], 20, what="every name released after kill -9")

@@ -13,6 +13,7 @@ from tests.support import base_sections, wait_for, write_config
 IFACE = "com.victronenergy.BusItem"
 ACLOAD = "com.victronenergy.acload.http_59"
 DCSYSTEM = "com.victronenergy.dcsystem.http_137"
+ALARM = "com.victronenergy.digitalinput.http_139"
 
 
 def dcload(n: int) -> str:

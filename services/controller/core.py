@@ -29,6 +29,7 @@ from services.controller import (distribution, lifesignal, plausible, project_la
                                  stopping)
 from services.controller.model import Inverter, Season, Settings, State
 from services.controller.params import Params
+from common.settings import SEND_THRESHOLD_PCT
 from services.controller.settings import RANGES, validate_setting
 
 __all__ = ["Params", "State", "initial_state", "step", "persistable", "persist_version", "PERSIST_FORMAT"]
@@ -38,7 +39,7 @@ MAX_REASONS = 40
 MAX_ANSWERS = 16
 ACK_OK = "ok"
 PCT_SAME = 0.05          # limits closer than this are the same command
-READBACK_SAME_PCT = 0.55   # the writer skips changes < 0.5 %; HMS apply whole percent
+READBACK_SAME_PCT = SEND_THRESHOLD_PCT + 0.05   # the writer skips smaller changes; HMS apply whole percent
 
 
 # ------------------------------------------------------------------ state creation and persistence

@@ -4,12 +4,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-RANGES = {
-    "max_feed_in": (0, 800),
-    "power_feed_in_soc": (10, 99),
-    "soc_floating_max": (74, 125),
-    "zero_point": (0, 200),
-}
+from common.settings import USER_SETTINGS
+
+RANGES = {s.name: (s.min, s.max) for s in USER_SETTINGS}     # declared once, in common/settings.py
 
 
 def validate_setting(name, value) -> tuple[Optional[int], str]:

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from common import messages as m
 from common.clock import SYSTEM_CLOCK
+from common.settings import SEND_THRESHOLD_PCT   # smaller changes are not sent
 from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, LimitStatus, OpenDtuClient)
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ IDLE_WAKE_S = 1.0             # nothing in flight: the watchdog and refreshes ne
 STATUS_POLL_S = 0.5           # /api/limit/status while a command is pending (reference: ~0.5 s; faster polls
                               # load the DTU's ESP32, and cost us CPU, for at most 0.25 s earlier acks)
 ACK_TOLERANCE_PCT = 1.0       # Ok + limit_relative within this of the sent value = acknowledged (HMS: whole %)
-SEND_THRESHOLD_PCT = 0.5      # smaller changes are not sent
 RETRY_AFTER_FAILURE_S = 5.0
 RETRY_AFTER_AUTH_S = 30.0
 REFUSAL_REPEAT_S = 30.0       # a repeated refusal (rate_limited, read_only) is published at most this often

@@ -53,6 +53,14 @@ com.victronenergy.acload.http_<acload_instance> (/Role "acload", /ProductName "G
     | /Alarms/Battery       | 2 no battery found/readable on D-Bus (or ambiguous)                               |
     | /Alarms/Controller    | 2 ctrl.status stale (controller dead)                                            |
 
+com.victronenergy.digitalinput.http_<alarm_instance> ("dbus-opendtu alarms"): the standing alarm venus-platform
+shows: /Alarm 2 (and /State 9) while any condition above is at alarm level, /CustomName the worst condition's
+text; events on rising edges go to com.victronenergy.platform /Notifications/Inject (notify.py, venus_os.py).
+
+With localsettings on the bus (venus_os.py): every instance comes from /Settings/Devices/<unique id>/
+ClassAndVrmInstance (config's number as the default; a change re-registers the service), and the writable
+settings and custom names live under /Settings/DbusOpenDtu (common/settings.py declares them).
+
 Battery: see battery.py (system /ActiveBatteryService, else the single battery, else [venus] battery_service);
 followed by signals; venus.battery on change and at least every 1.5 s.
 """

@@ -16,10 +16,17 @@ from common import messages as m
 from common import vedbus
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
+from common.safefile import UnusableFile, read_regular, write_atomic
+from common.settings import BY_PATH as SETTING_BY_PATH
+from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
 from .battery import BatteryMonitor
 from .model import (ALARM_PATHS, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
+from .notify import (ALARM_DEVICE_NAME, ALL_OK_NAME, STARTUP_QUIET_STALE, Notifier, cause_texts,
+                     standing_alarm)
+from .venus_os import (WAIT_FOR_SETTINGS_S, Injector, LocalSettings, instance_setting, parse_instance,
+                       unique_id)
 
 log = logging.getLogger("venus_publisher")
 
@@ -32,6 +39,8 @@ REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, th
 TICK_MS = 1000
 BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
 NAMES_FILE = "venus_publisher_names.json"
+MIGRATED_PATH = f"{SETTINGS_PREFIX}/StateFileMigrated"   # 1 once the state file's settings were copied over
+NAMES_PREFIX = f"{SETTINGS_PREFIX}/CustomName"
 MAX_NAME_LEN = 64
 # Which services a message can change (a refresh redraws only those; the 1 s tick redraws all, for staleness).
 # The acload carries the alarms, so everything reaches it.
@@ -71,25 +80,47 @@ class NameStore:
         self.path = os.path.join(folder, NAMES_FILE)
         self.names: dict[str, str] = {}
         try:
-            with open(self.path) as handle:
-                data = json.load(handle)
+            data = json.loads(read_regular(self.path, 100_000).decode("utf-8"))
             if isinstance(data, dict):
                 self.names = {str(k): v for k, v in data.items() if isinstance(v, str)}
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError, UnusableFile) as exc:
             log.warning("custom names: cannot read %s (%s); starting without", self.path, exc)
 
+        self.local: Optional[LocalSettings] = None      # with localsettings the names live there
+        self._local_names: dict[str, Optional[str]] = {}
+
+    @staticmethod
+    def local_path(key: str) -> str:
+        """"dcload:1141" -> /Settings/DbusOpenDtu/CustomName/Dcload_1141."""
+        clean = "".join(ch if ch.isalnum() else "_" for ch in key)
+        return f"{NAMES_PREFIX}/{clean[:1].upper()}{clean[1:]}"
+
     def get(self, key: str) -> Optional[str]:
-        return self.names.get(key)
+        if self.local is None:
+            return self.names.get(key)
+        if key not in self._local_names:
+            path = self.local_path(key)
+            try:
+                value = self.local.add(path, "")
+            except Exception as exc:      # noqa: BLE001 - a D-Bus failure: the file's name stays in use
+                log.warning("custom names: localsettings %s: %s", path, exc)
+                return self.names.get(key)
+            if not value and self.names.get(key):            # once: the name from the old file moves over
+                value = self.names[key]
+                self.local.set(path, value)
+            self._local_names[key] = value or None
+        return self._local_names[key]
 
     def put(self, key: str, name: str) -> None:
+        if self.local is not None:
+            self._local_names[key] = name
+            self.local.set(self.local_path(key), name)
+            return
         self.names[key] = name
-        tmp = self.path + ".tmp"
         try:
-            with open(tmp, "w") as handle:
-                json.dump(self.names, handle)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self.names))
         except OSError as exc:
             log.warning("custom names: cannot write %s (%s)", self.path, exc)
 
@@ -130,6 +161,13 @@ class VenusPublisher:
         self._sources: list[int] = []
         self._refresh_source: Optional[int] = None
         self._dirty: set = set()
+        self.local: Optional[LocalSettings] = None       # localsettings, when on the bus
+        self.local_values: dict[str, Any] = {}            # setting name -> value in localsettings
+        self._settings_synced = False
+        self._migrated = 1
+        self.injector: Optional[Injector] = None
+        self.notifier = Notifier(quiet_until=clock.monotonic() + STARTUP_QUIET_STALE * self.params.status_stale_s)
+        self.alarm_svc: Optional[vedbus.VeDbusService] = None
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -137,9 +175,16 @@ class VenusPublisher:
         self.pub = Publisher("venus_publisher", self.cfg.bus.rundir, clock=self.clock)
         self.sub = Subscriber(self.cfg.bus.rundir, topics=TOPICS)
         venus = self.cfg.venus
-        self.acload = self._make_acload(venus.acload_instance)
-        self.dcsystem = self._make_dcsystem(venus.dcsystem_instance)
         self._client_bus = vedbus.new_system_bus()
+        self.injector = Injector(self._client_bus)
+        self.local = LocalSettings.connect(self._client_bus, WAIT_FOR_SETTINGS_S)
+        if self.local is None:
+            log.info("no localsettings on the bus: instances from config.ini, settings in the state files")
+        else:
+            self._open_local_settings()
+        self.acload = self._make_acload(self._instance("acload", "acload", venus.acload_instance))
+        self.dcsystem = self._make_dcsystem(self._instance("dcsystem", "dcsystem", venus.dcsystem_instance))
+        self.alarm_svc = self._make_alarm(self._instance("alarm", "digitalinput", venus.alarm_instance))
         self.battery = BatteryMonitor(self._client_bus, venus.battery_service, self._battery_changed,
                                       self.clock.monotonic)
         self.battery.start()
@@ -176,9 +221,11 @@ class VenusPublisher:
         for _serial, svc in self.dcloads.values():
             svc.close()
         self.dcloads.clear()
-        for svc in (self.dcsystem, self.acload):
+        for svc in (self.dcsystem, self.acload, self.alarm_svc):
             if svc is not None:
                 svc.close()
+        if self.local is not None:
+            self.local.close()
         if self._client_bus is not None:
             self._client_bus.set_exit_on_disconnect(False)
             self._client_bus.close()
@@ -216,9 +263,28 @@ class VenusPublisher:
             return True
         svc.add_path("/CustomName", self.names.get(key) or default, writeable=True, valuetype=str,
                      on_change=on_change)
+        if self.names.local is not None:       # a name changed in localsettings (GUI, restore) shows at once
+            self.names.local.watch(NameStore.local_path(key),
+                                   lambda v: GLib.idle_add(_guarded(self._name_changed), key, default, v))
+
+    def _name_changed(self, key: str, default: str, value: Any) -> bool:
+        name = value if isinstance(value, str) and value.strip() else None
+        if self.names.get(key) == name:
+            return False                        # our own write coming back
+        self.names._local_names[key] = name
+        if key.startswith("dcload:"):
+            serial = key.split(":", 1)[1]
+            services = [svc for known, svc in self.dcloads.values() if known == serial]
+            default = self._inverter_name(serial)
+        else:
+            services = [{"acload": self.acload, "dcsystem": self.dcsystem}[key]]
+        for svc in services:
+            if svc is not None:
+                svc["/CustomName"] = name or default
+        return False
 
     def _make_dcload(self, index: int, serial: str) -> vedbus.VeDbusService:
-        instance = self.cfg.venus.dcload_first_instance + index
+        instance = self._instance("dcload", "dcload", self.cfg.venus.dcload_first_instance + index, serial)
         svc = vedbus.VeDbusService(f"com.victronenergy.dcload.http_{instance}")
         svc.add_mandatory_paths(PROCESS_NAME, PROCESS_VERSION, CONNECTION, instance, 0, "OpenDTU", connected=0)
         self._custom_name(svc, f"dcload:{serial}", self._inverter_name(serial))
@@ -252,6 +318,140 @@ class VenusPublisher:
         self._register(svc)
         return svc
 
+    def _make_alarm(self, instance: int) -> vedbus.VeDbusService:
+        """The standing alarm venus-platform shows: a digitalinput whose /CustomName names the condition."""
+        svc = vedbus.VeDbusService(f"com.victronenergy.digitalinput.http_{instance}")
+        svc.add_mandatory_paths(PROCESS_NAME, PROCESS_VERSION, CONNECTION, instance, 0, ALARM_DEVICE_NAME)
+        svc.add_path("/CustomName", ALL_OK_NAME)
+        svc.add_path("/Alarm", 0)            # 0 ok, 2 alarm: watched by venus-platform
+        svc.add_path("/State", 8)            # 8 ok, 9 alarm (as the original project)
+        svc.add_path("/Count", 0)
+        self._register(svc)
+        return svc
+
+    # ------------------------------------------------------------ VRM instances (localsettings)
+    def _instance(self, role: str, device_class: str, default: int, serial: Optional[str] = None) -> int:
+        """The VRM instance: localsettings' answer to our default (a free one if it is taken), else config's."""
+        if self.local is None:
+            return default
+        path = instance_setting(unique_id(role, serial))
+        try:
+            value = self.local.add(path, f"{device_class}:{default}")
+        except Exception as exc:      # noqa: BLE001 - D-Bus or localsettings error: config's number
+            log.warning("localsettings %s: %s; using instance %d from config.ini", path, exc, default)
+            return default
+        number = parse_instance(value, device_class)
+        if number is None:
+            log.warning("localsettings %s = %r is not %s:<n>; using %d", path, value, device_class, default)
+            return default
+        self.local.watch(path, lambda v: GLib.idle_add(_guarded(self._instance_changed), role, device_class,
+                                                       serial, v))
+        return number
+
+    def _instance_changed(self, role: str, device_class: str, serial: Optional[str], value: Any) -> bool:
+        number = parse_instance(value, device_class)
+        if number is None:
+            return False
+        if role == "dcload":
+            for index, (known, svc) in list(self.dcloads.items()):
+                if known == serial and svc["/DeviceInstance"] != number:
+                    log.info("inverter %s: VRM instance now %d: re-registering", serial, number)
+                    svc.close()
+                    del self.dcloads[index]
+            self.refresh()
+            return False
+        current = {"acload": self.acload, "dcsystem": self.dcsystem, "alarm": self.alarm_svc}[role]
+        if current is None or current["/DeviceInstance"] == number:
+            return False
+        log.info("%s: VRM instance now %d: re-registering", current.name, number)
+        current.close()
+        if role == "acload":
+            self.acload = self._make_acload(number)
+        elif role == "dcsystem":
+            self.dcsystem = self._make_dcsystem(number)
+        else:
+            self.alarm_svc = self._make_alarm(number)
+        self.refresh()
+        return False
+
+    # ------------------------------------------------------------ settings in localsettings
+    def _open_local_settings(self) -> None:
+        """Create our settings (default from config.ini, min/max for the GUI) and follow the user's changes."""
+        try:
+            for spec in USER_SETTINGS:
+                value = self.local.add(spec.local_path, int(getattr(self.cfg.control, spec.name)), spec.min,
+                                       spec.max)
+                self.local_values[spec.name] = value
+                self.local.watch(spec.local_path, lambda v, spec=spec: GLib.idle_add(
+                    _guarded(self._local_setting_changed), spec, v))
+            self._migrated = self.local.add(MIGRATED_PATH, 0, 0, 1)
+        except Exception as exc:      # noqa: BLE001 - localsettings unusable: behave as without it
+            log.error("localsettings unusable (%s): instances from config.ini, settings in the state files", exc)
+            self.local = None
+            return
+        self.names.local = self.local
+        log.info("settings in localsettings under %s: %s", SETTINGS_PREFIX,
+                 ", ".join(f"{s.dbus_path[1:]} {self.local_values[s.name]}" for s in USER_SETTINGS))
+
+    def _local_setting_changed(self, spec: UserSetting, value: Any) -> bool:
+        if value == self.local_values.get(spec.name):
+            return False                  # our own write coming back
+        self.local_values[spec.name] = value
+        why = check_setting(spec.dbus_path, value)
+        if why is not None:
+            log.warning("localsettings %s = %r ignored: %s", spec.local_path, value, why)
+        elif self.settings.display(spec.dbus_path) != value:
+            req = self.settings.request(spec.dbus_path, value, self.clock.monotonic())
+            log.info("localsettings %s = %r: request %s sent to the controller", spec.local_path, value,
+                     req.request_id)
+            self._send_settings(self.clock.monotonic())
+        return False
+
+    def _sync_local_settings(self, body: dict) -> None:
+        """After each ctrl.settings: localsettings and the controller agree. The first time with a fresh
+        localsettings, the controller's values (from its state file) move over once; after a reinstall the
+        localsettings values go to the controller. Later, a setting the controller moves itself (learned, e.g.
+        SocFloatingMax) is copied to localsettings; the others follow localsettings."""
+        if self.local is None:
+            return
+        first, self._settings_synced = not self._settings_synced, True
+        if first and not self._migrated:
+            for spec in USER_SETTINGS:
+                self._write_local(spec, body.get(spec.name))
+            self.local.set(MIGRATED_PATH, 1)
+            self._migrated = 1
+            log.info("settings copied once from the controller's state file to localsettings")
+            return
+        for spec in USER_SETTINGS:
+            theirs, ours = body.get(spec.name), self.local_values.get(spec.name)
+            if theirs == ours or spec.name in self.settings.pending:
+                continue
+            if spec.learned and not first:
+                self._write_local(spec, theirs)
+            elif check_setting(spec.dbus_path, ours) is None:
+                req = self.settings.request(spec.dbus_path, ours, self.clock.monotonic())
+                log.info("%s %r from localsettings: request %s sent to the controller", spec.dbus_path, ours,
+                         req.request_id)
+
+    def _write_local(self, spec: UserSetting, value: Any) -> None:
+        if self.local is not None and isinstance(value, int) and check_setting(spec.dbus_path, value) is None:
+            self.local_values[spec.name] = value
+            self.local.set(spec.local_path, value)
+
+    # ------------------------------------------------------------ notifications
+    def _notify(self, alarms: dict, battery: BatteryView, now: float) -> None:
+        causes = cause_texts(self.inputs, battery, alarms, now, self.params, self.cfg.control.balcony_fallback_w)
+        for event in self.notifier.update(alarms, causes, now):
+            log.warning("notification: %s", event.text)
+            if self.injector is not None:
+                self.injector.inject(event.wire())
+        if self.alarm_svc is not None:
+            level, name = standing_alarm(alarms, causes)
+            self.alarm_svc["/CustomName"] = name          # first: venus-platform names the alarm by it
+            with self.alarm_svc:
+                self.alarm_svc["/Alarm"] = level
+                self.alarm_svc["/State"] = 9 if level else 8
+
     def _inverter_name(self, serial: str) -> str:
         seen = self.inputs.inverters.get(serial)
         name = seen.body.get("name") if seen else None
@@ -264,6 +464,7 @@ class VenusPublisher:
             log.warning("acload %s: SetValue %r rejected: %s", path, value, why)
             return False
         req = self.settings.request(path, value, self.clock.monotonic())
+        self._write_local(SETTING_BY_PATH[path], value)
         log.info("acload %s: SetValue %r accepted, request %s sent to the controller", path, value, req.request_id)
         GLib.idle_add(_guarded(self._send_settings_once))
         return True
@@ -307,6 +508,7 @@ class VenusPublisher:
                 for req in self.settings.on_settings(msg.body):
                     log.info("controller confirmed %s (request %s): in force %r", req.name, req.request_id,
                              msg.body.get(req.name))
+                self._sync_local_settings(msg.body)
         if shown and self._refresh_source is None:
             self._refresh_source = GLib.timeout_add(REFRESH_COALESCE_MS, self._on_refresh_timer)
 
@@ -395,6 +597,7 @@ class VenusPublisher:
                     self.acload[path] = alarms[name]
                 for path in SETTINGS:
                     self.acload[path] = self.settings.display(path)
+            self._notify(alarms, battery, now)
 
     def _refresh_dcloads(self, now: float) -> None:
         self._sync_dcloads()

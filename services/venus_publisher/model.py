@@ -13,18 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from common import messages as m
+from common.settings import USER_SETTINGS
 
 STATUS_STALE_S = 15.0        # dtu.status / meter.status / ctrl.status older than this: their source is stale
 SETTING_REPEAT_S = 1.0       # venus.setting is repeated this often until ctrl.settings confirms it
 SETTING_GIVE_UP_S = 30.0     # ... and abandoned after this (the path falls back to the confirmed value)
 
-# writable acload path -> (ctrl.settings / venus.setting name, min, max); all integers
-SETTINGS: dict[str, tuple[str, int, int]] = {
-    "/MaxFeedIn": ("max_feed_in", 0, 800),
-    "/PowerFeedInSoc": ("power_feed_in_soc", 10, 99),
-    "/SocFloatingMax": ("soc_floating_max", 74, 125),
-    "/ZeroPoint": ("zero_point", 0, 200),
-}
+# writable acload path -> (ctrl.settings / venus.setting name, min, max); all integers; from common/settings.py
+SETTINGS: dict[str, tuple[str, int, int]] = {s.dbus_path: (s.name, s.min, s.max) for s in USER_SETTINGS}
 
 # acload /Alarms/<Name> -> ALARM_NAMES key in ctrl.status alarms
 ALARM_PATHS: dict[str, str] = {
