@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SECONDS ?= 0
+# The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
+TEST_WORKERS ?= 4
 
 .PHONY: setup test demo clean
 
@@ -10,7 +12,7 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: setup
 	$(PY) -m scripts.demo --seconds $(SECONDS)

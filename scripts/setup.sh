@@ -23,7 +23,7 @@ want_stamp() {
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(want_stamp)" ] \
-   && "$VENV/bin/python" -c 'import zmq, msgpack, requests, dbus, gi, supervisor, pytest' 2>/dev/null; then
+   && "$VENV/bin/python" -c 'import zmq, msgpack, requests, dbus, gi, supervisor, pytest, xdist' 2>/dev/null; then
   exit 0
 fi
 
@@ -55,6 +55,6 @@ $PIP install meson==1.12.1 meson-python==0.22.1 ninja==1.13.2
 PATH="$VENV/bin:$PATH" $PIP install dbus-python==1.5.1
 PATH="$VENV/bin:$PATH" $PIP install --no-deps --no-build-isolation \
   --config-settings=setup-args=-Dpycairo=disabled PyGObject==3.50.2
-"$VENV/bin/python" -c 'import zmq, msgpack, requests, dbus, gi, supervisor, pytest'
+"$VENV/bin/python" -c 'import zmq, msgpack, requests, dbus, gi, supervisor, pytest, xdist'
 want_stamp > "$STAMP"
 echo "setup: done"

@@ -1,0 +1,23 @@
+"""End to end, OpenDTU faults: each fault mode fails safe (the input goes stale, no command raises an
+inverter, little export) and control is back within 30 s after it ends."""
+from __future__ import annotations
+
+import pytest
+
+from tests.system_support import check_fault_fails_safe, module_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    yield from module_stack(tmp_path_factory, "faults_dtu")
+
+
+FAULTS = [("opendtu", "refused"), ("opendtu", "http429"), ("opendtu", "http500"), ("opendtu", "html"),
+          ("opendtu", "null"), ("opendtu", "stale"),
+          ("opendtu", "drip"),      # one byte every 0.3 s: each request ends at its deadline
+          ("opendtu", "absurd")]    # 400-digit integers, 1.8e308: the answer is refused as invalid
+
+
+@pytest.mark.parametrize("device, kind", FAULTS)
+def test_opendtu_faults_fail_safe(stack, device, kind):
+    check_fault_fails_safe(stack, device, kind, "dtu")
