@@ -237,10 +237,14 @@ def _check_path(path: str) -> None:
 
 
 class VeDbusService:
-    """One D-Bus service (one well-known name) with BusItem paths, on its own connection."""
+    """One D-Bus service (one well-known name) with BusItem paths, on its own connection.
 
-    def __init__(self, servicename: str, bus: Optional[dbus.bus.BusConnection] = None):
+    `properties_changed=False`: changes go out only as ItemsChanged on `/`, as Victron's own drivers do."""
+
+    def __init__(self, servicename: str, bus: Optional[dbus.bus.BusConnection] = None,
+                 properties_changed: bool = True):
         self.name = servicename
+        self._properties_changed = properties_changed
         self._own_bus = bus is None
         self.bus = new_system_bus() if bus is None else bus
         self._values: dict[str, Any] = {}
@@ -373,7 +377,8 @@ class VeDbusService:
         if self._closed:
             return
         props = _props(self._values[path], self.get_text(path))
-        self._items[path].PropertiesChanged(props)
+        if self._properties_changed:
+            self._items[path].PropertiesChanged(props)
         if self._batch_depth:
             self._batch[path] = props
         else:
