@@ -1,0 +1,182 @@
+"""The GX's grid meter (`[grid_meter] source = dbus`): the pure tracker with a manual clock (reading and timing
+rules), then the D-Bus follower in-process against simulated meters on a private dbus-daemon."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from common import messages as m
+from common.config import ConfigError, parse_config
+from services.venus_publisher.gridmeter import (GridMeterTracker, choose_meter, reading, stale_after_s)
+
+A = "com.victronenergy.grid.cgwacs_ttyUSB0_mb1"
+B = "com.victronenergy.grid.cg_HQ2201"
+
+
+def full_items(power=None, phases=(100.0, 50.0, -30.0), refresh_ms=600, connected=1):
+    items = {"/DeviceInstance": 30, "/ProductName": "Carlo Gavazzi EM24", "/Connected": connected,
+             "/RefreshTime": refresh_ms, "/Ac/Power": power if power is not None else sum(phases)}
+    for n, p in enumerate(phases, start=1):
+        items.update({f"/Ac/L{n}/Power": p, f"/Ac/L{n}/Voltage": 230.0, f"/Ac/L{n}/Current": 0.5})
+    return items
+
+
+def only(outputs, topic):
+    return [body for t, body in outputs if t == topic]
+
+
+def following(name=A, configured="", items=None, t=0.0):
+    tracker = GridMeterTracker(configured)
+    tracker.appeared(name, t)
+    tracker.instance(name, 30, t)
+    assert tracker.chosen == name
+    tracker.items(name, items or full_items(), t, initial=True)
+    return tracker
+
+
+# ------------------------------------------------------------------ reading rules
+
+@pytest.mark.parametrize("values, expected", [
+    ({"/Ac/Power": 250, "/Ac/L1/Power": 1.0}, 250.0),                     # total preferred, int accepted
+    ({"/Ac/Power": None, "/Ac/L1/Power": 100, "/Ac/L3/Power": -40.5}, 59.5),   # invalid total: valid phases
+    ({"/Ac/Power": [], "/Ac/L1/Power": 7.0}, 7.0),                        # an empty array is invalid
+    ({"/Ac/Power": float("nan"), "/Ac/L2/Power": 3}, 3.0),
+    ({"/Ac/Power": True, "/Ac/L1/Power": "12"}, None),                    # neither bool nor text is a power
+    ({"/Ac/Power": 0}, 0.0),                                              # zero is valid
+    ({"/Ac/Power": 500.0, "/Connected": 0}, None),
+    ({"/Ac/Power": 500.0, "/Role": "acload"}, None),
+    ({}, None),
+])
+def test_reading_prefers_valid_total_and_sums_only_valid_phases(values, expected):
+    total, phases, error = reading(values)
+    assert total == expected
+    assert (error is None) == (expected is not None)
+    assert all(isinstance(p["power_w"], float) and math.isfinite(p["power_w"]) for p in phases)
+
+
+def test_reading_carries_per_phase_power_where_the_meter_has_it():
+    total, phases, _ = reading({"/Ac/L1/Power": 120, "/Ac/L2/Power": None, "/Ac/L3/Power": -20.0,
+                                "/Ac/L1/Voltage": 231.5, "/Ac/L1/Energy/Forward": 12.5})
+    assert total == 100.0
+    assert [p["power_w"] for p in phases] == [120.0, -20.0]
+    assert phases[0]["voltage_v"] == 231.5 and phases[0]["energy_import_kwh"] == 12.5
+
+
+@pytest.mark.parametrize("refresh_ms, limit_s", [(None, 5.0), (20, 5.0), (600, 5.0), (2000, 6.0), (2500, 7.5),
+                                                 (0, 5.0), (-5, 5.0), ([], 5.0)])
+def test_stale_after_is_max_of_5s_and_three_refresh_times(refresh_ms, limit_s):
+    assert stale_after_s(refresh_ms) == limit_s
+
+
+def test_choose_lowest_instance_or_the_configured_service():
+    assert choose_meter({A: 40, B: 31}) == (B, None)
+    assert choose_meter({A: 40, B: 31}, configured=A) == (A, None)
+    chosen, detail = choose_meter({B: 31}, configured=A)
+    assert chosen is None and A in detail
+    assert choose_meter({A: None, B: 50}) == (B, None)              # unknown instance: not (yet) a candidate
+    assert choose_meter({})[0] is None
+    assert choose_meter({"com.victronenergy.acload.http_59": 1, A: 40}) == (A, None)
+
+
+# ------------------------------------------------------------------ timing rules (manual clock)
+
+def test_getitems_alone_is_no_sample_and_silence_from_the_start_goes_stale():
+    tracker = following(t=0.0)
+    assert tracker.verdict(0.0)[0] == "starting"
+    assert only(tracker.tick(4.9), m.METER_GRID) == []
+    assert tracker.verdict(5.1)[0] == "stale"       # a driver that never signals: its cached values prove nothing
+
+
+def test_each_signal_is_a_sample_and_silence_is_stale_after_the_limit():
+    tracker = following(items=full_items(refresh_ms=2500), t=0.0)
+    out = tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 1.0)
+    (grid,) = only(out, m.METER_GRID)
+    assert grid["power_w"] == 120.0 and grid["sample_t_mono"] == 1.0 and grid["sign"] == "positive_is_import"
+    assert [p["power_w"] for p in grid["phases"]] == [100.0, 50.0, -30.0]
+    assert grid["device"] == "Carlo Gavazzi EM24"
+    m.check_body(m.METER_GRID, grid)
+    (status,) = only(out, m.METER_STATUS)
+    assert status["ok"] and status["role"] == "grid"
+    # 3 x 2.5 s = 7.5 s > 5 s
+    assert only(tracker.tick(8.4), m.METER_STATUS) in ([], [status | {"last_ok_t_mono": 1.0}])
+    assert tracker.verdict(8.5)[0] is None
+    (stale,) = only(tracker.tick(8.6), m.METER_STATUS)
+    assert stale["ok"] is False and stale["error_kind"] == "stale" and stale["error_count"] == 1
+    m.check_body(m.METER_STATUS, stale)
+    # the next signal makes it fresh again at once
+    out = tracker.items(A, {"/Ac/Power": 125.0}, 9.0)
+    assert only(out, m.METER_GRID)[0]["power_w"] == 125.0
+    assert only(out, m.METER_STATUS)[0]["ok"] is True
+
+
+def test_changed_power_goes_out_at_once_an_unchanged_one_at_most_every_second():
+    tracker = following(t=0.0)
+    assert len(only(tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 1.0), m.METER_GRID)) == 1
+    assert only(tracker.items(A, {"/Ac/L1/Voltage": 230.0}, 1.5), m.METER_GRID) == []
+    assert only(tracker.items(A, {"/Ac/Power": 121.0}, 1.6), m.METER_GRID)[0]["power_w"] == 121.0
+    assert only(tracker.items(A, {"/Ac/L1/Power": 100.5}, 1.7), m.METER_GRID)[0]["phases"][0]["power_w"] == 100.5
+    assert only(tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 2.69), m.METER_GRID) == []
+    assert len(only(tracker.items(A, {"/Ac/L1/Voltage": 230.0}, 2.71), m.METER_GRID)) == 1
+
+
+@pytest.mark.parametrize("change, kind", [({"/Connected": 0}, "connection"), ({"/Ac/Power": None, "/Ac/L1/Power": None,
+                                          "/Ac/L2/Power": None, "/Ac/L3/Power": None}, "invalid_reading"),
+                                          ({"/Role": "pvinverter"}, "unsupported")])
+def test_disconnected_or_invalid_meter_publishes_no_sample(change, kind):
+    tracker = following(t=0.0)
+    tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 1.0)
+    out = tracker.items(A, change, 1.2)
+    assert only(out, m.METER_GRID) == []
+    assert only(out, m.METER_STATUS)[0]["error_kind"] == kind
+    assert only(tracker.items(A, {"/Ac/L1/Voltage": 230.0}, 2.5), m.METER_GRID) == []
+
+
+def test_status_repeats_every_5s_and_the_meter_leaving_is_at_once_no_meter():
+    tracker = following(t=0.0)
+    tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 1.0)
+    assert only(tracker.items(A, {"/Ac/L1/Voltage": 230.0}, 5.0), m.METER_STATUS) == []
+    assert only(tracker.tick(5.9), m.METER_STATUS) == []
+    assert only(tracker.tick(6.1), m.METER_STATUS)[0]["ok"] is True
+    (gone,) = only(tracker.gone(A, 6.2), m.METER_STATUS)
+    assert gone["ok"] is False and gone["error_kind"] == "connection" and tracker.chosen is None
+    assert tracker.items(A, {"/Ac/Power": 1.0}, 6.3) == []       # a late signal of a gone meter is ignored
+
+
+def test_a_lower_instance_appearing_takes_over_and_values_start_over():
+    tracker = following(A, t=0.0)
+    tracker.items(A, {"/Ac/L1/Voltage": 231.0}, 1.0)
+    tracker.appeared(B, 2.0)
+    assert tracker.chosen == A
+    tracker.instance(B, 10, 2.1)
+    assert tracker.chosen == B
+    assert tracker.items(A, {"/Ac/Power": 5.0}, 2.2) == []        # the old meter is no longer read
+    assert tracker.verdict(2.2)[0] == "starting"
+
+
+def test_configured_service_wins_over_a_lower_instance():
+    tracker = GridMeterTracker(configured=A)
+    tracker.appeared(B, 0.0)
+    tracker.instance(B, 1, 0.0)
+    assert tracker.chosen is None and tracker.verdict(0.0)[0] == "connection"
+    tracker.appeared(A, 0.1)
+    assert tracker.chosen == A
+
+
+# ------------------------------------------------------------------ config
+
+def _cfg(grid: str) -> str:
+    return f"[opendtu]\nhost = 127.0.0.1\n[grid_meter]\n{grid}\n"
+
+
+def test_config_source_and_service():
+    cfg = parse_config(_cfg("source = dbus"))
+    assert (cfg.grid_meter.source, cfg.grid_meter.service, cfg.grid_meter.host) == ("dbus", "", "")
+    assert parse_config(_cfg(f"source = dbus\nservice = {A}\nhost = 10.0.0.5")).grid_meter.service == A
+    assert parse_config(_cfg("host = 10.0.0.5")).grid_meter.source == "shelly"
+    with pytest.raises(ConfigError, match=r"\[grid_meter\] host: required with source = shelly"):
+        parse_config(_cfg("source = shelly"))
+    with pytest.raises(ConfigError, match=r"service = 'com.victronenergy.acload.x'"):
+        parse_config(_cfg("source = dbus\nservice = com.victronenergy.acload.x"))
+    with pytest.raises(ConfigError, match="must be one of shelly, dbus"):
+        parse_config(_cfg("source = modbus\nhost = x"))
