@@ -308,7 +308,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 
     grid = values["grid_meter"]
     if grid.source == "shelly" and not grid.host:
-        raise ConfigError(path, "grid_meter", "host", None, "required with source = shelly")
+        raise ConfigError(path, "grid_meter", "host", None, "required with source = shelly"
+                          if "grid_meter" in parser else "missing required section")
     control = values["control"]
     if control.min_percent > control.max_percent:
         raise ConfigError(path, "control", "min_percent", control.min_percent,
