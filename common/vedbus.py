@@ -28,6 +28,7 @@ Client side: `unwrap()`/`wrap()`, `RemoteService` (follows one service's items b
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Optional
 
 import dbus
@@ -61,9 +62,11 @@ def ensure_mainloop() -> None:
 
 
 def new_system_bus() -> dbus.bus.BusConnection:
-    """A new private connection to the system bus (never the session bus)."""
+    """A new private connection to the system bus (never the session bus). DBUS_SYSTEM_BUS_ADDRESS is read each
+    time (libdbus reads it once per process), so in-process tests can use a new private bus per test."""
     ensure_mainloop()
-    return dbus.bus.BusConnection(dbus.bus.BusConnection.TYPE_SYSTEM)
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    return dbus.bus.BusConnection(address or dbus.bus.BusConnection.TYPE_SYSTEM)
 
 
 # ---------------------------------------------------------------- value wrapping

@@ -3,12 +3,18 @@ rules), then the D-Bus follower in-process against simulated meters on a private
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pytest
 
 from common import messages as m
+from common.clock import ManualClock
 from common.config import ConfigError, parse_config
 from services.venus_publisher.gridmeter import (GridMeterTracker, choose_meter, reading, stale_after_s)
+from sim.dbus_thread import DbusSimThread
+from sim.grid_dbus import GridMeterDbus
+from tests.support import wait_for
 
 A = "com.victronenergy.grid.cgwacs_ttyUSB0_mb1"
 B = "com.victronenergy.grid.cg_HQ2201"
@@ -180,3 +186,243 @@ def test_config_source_and_service():
         parse_config(_cfg("source = dbus\nservice = com.victronenergy.acload.x"))
     with pytest.raises(ConfigError, match="must be one of shelly, dbus"):
         parse_config(_cfg("source = modbus\nhost = x"))
+
+
+# ------------------------------------------------------------------ D-Bus, in-process (private dbus-daemon)
+
+SIM = "com.victronenergy.grid.sim_gridmeter"
+
+
+class Loop(DbusSimThread):
+    """One GLib main loop thread that runs the simulated meters and the follower under test."""
+    thread_name = "test-loop"
+
+    def _open(self):
+        pass
+
+    def _close(self):
+        pass
+
+    def _tick(self):
+        return False
+
+
+class Power:
+    """The meters' source: per-phase W, set by the test."""
+
+    def __init__(self, phases=(300.0, 100.0, -50.0)):
+        self.phases = list(phases)
+
+    def __call__(self):
+        return {"phases_w": list(self.phases), "import_kwh": 12.0, "export_kwh": 3.0}
+
+
+class Harness:
+    def __init__(self, loop: Loop):
+        self.loop = loop
+        self.meters: list[GridMeterDbus] = []
+        self.others: list = []
+        self.out: list[tuple[float, str, dict]] = []
+        self.lock = threading.Lock()
+        self.follower = None
+        self.source_id = None
+
+    def meter(self, power=None, interval_s=0.2, **kwargs) -> GridMeterDbus:
+        meter = GridMeterDbus(power or Power(), interval_s=interval_s, **kwargs)
+        self.loop.call(meter._first)          # registers it and starts its updates inside the shared loop
+        self.meters.append(meter)
+        return meter
+
+    def service(self, name: str, paths: dict, instance: int = 1):
+        """Any other service (ours or a non-grid meter), registered in the loop."""
+        def make():
+            from common.vedbus import VeDbusService
+            svc = VeDbusService(name)
+            svc.add_mandatory_paths("test", "1", "test", instance, 0, name)
+            for path, value in paths.items():
+                svc.add_path(path, value)
+            svc.register()
+            return svc
+        svc = self.loop.call(make)
+        self.others.append(svc)
+        return svc
+
+    def follow(self, configured: str = "", clock=None):
+        from common.vedbus import new_system_bus
+        from services.venus_publisher.gridmeter import GridMeterFollower
+
+        def publish(topic, body):
+            m.check_body(topic, body)
+            with self.lock:
+                self.out.append((time.monotonic(), topic, body))
+
+        def make():
+            self.bus = new_system_bus()
+            self.follower = GridMeterFollower(self.bus, configured, publish,
+                                              clock.monotonic if clock else time.monotonic,
+                                              check_ms=50)
+            self.source_id = self.follower.start()
+        self.loop.call(make)
+        return self.follower
+
+    def last(self, topic: str):
+        with self.lock:
+            found = [body for _t, tp, body in self.out if tp == topic]
+        return found[-1] if found else None
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.out)
+
+    def since(self, mark: int, topic: str) -> list[dict]:
+        with self.lock:
+            return [body for _t, tp, body in self.out[mark:] if tp == topic]
+
+    def wait_status(self, predicate, what: str, timeout_s: float = 10.0) -> dict:
+        return wait_for(lambda: (lambda b: b if b is not None and predicate(b) else None)(self.last(m.METER_STATUS)),
+                        timeout_s, interval_s=0.02, what=what)
+
+    def wait_grid(self, mark: int, predicate, what: str, timeout_s: float = 10.0) -> dict:
+        def check():
+            found = [b for b in self.since(mark, m.METER_GRID) if predicate(b)]
+            return found[-1] if found else None
+        return wait_for(check, timeout_s, interval_s=0.02, what=what)
+
+    def close(self):
+        def down():
+            from gi.repository import GLib
+            if self.follower is not None:
+                self.follower.close()
+                GLib.source_remove(self.source_id)
+                self.bus.set_exit_on_disconnect(False)
+                self.bus.close()
+            for meter in self.meters:
+                meter._close()
+                meter.fault = "absent"       # its timer keeps running until the loop stops: no re-open
+            for svc in self.others:
+                svc.close()
+        self.loop.call(down)
+
+
+@pytest.fixture
+def dbus_loop(private_dbus):
+    loop = Loop(interval_s=0.1).start()
+    harness = Harness(loop)
+    yield harness
+    harness.close()
+    loop.stop()
+
+
+dbus_timeout = pytest.mark.timeout(60)
+
+
+@dbus_timeout
+def test_itemschanged_only_int_values_are_followed(dbus_loop):
+    power = Power([300.0, 100.0, -50.0])
+    dbus_loop.meter(power, items_only=True, int_values=True)
+    dbus_loop.follow()
+    status = dbus_loop.wait_status(lambda b: b["ok"], "meter followed")
+    assert status["device"] == "Simulated grid meter"
+    grid = dbus_loop.last(m.METER_GRID)
+    assert grid["power_w"] == 350.0 and [p["power_w"] for p in grid["phases"]] == [300.0, 100.0, -50.0]
+    assert grid["energy_import_kwh"] == 12.0 and abs(grid["sample_t_mono"] - time.monotonic()) < 2
+    mark = dbus_loop.mark()
+    t0 = time.monotonic()
+    power.phases = [-400.0, 100.0, 50.0]
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == -250.0, "a change by ItemsChanged only")
+    assert time.monotonic() - t0 < 2
+
+
+@dbus_timeout
+def test_role_change_is_meter_gone_and_the_acload_meter_is_never_read(dbus_loop):
+    meter = dbus_loop.meter()
+    dbus_loop.follow()
+    dbus_loop.wait_status(lambda b: b["ok"], "meter followed")
+    meter.set_fault("role")              # re-registers as com.victronenergy.acload.sim_gridmeter
+    gone = dbus_loop.wait_status(lambda b: not b["ok"], "role change = meter gone", timeout_s=3)
+    assert gone["error_kind"] == "connection"
+    mark = dbus_loop.mark()
+    time.sleep(0.6)                      # the acload meter keeps signalling: nothing of it is published
+    assert dbus_loop.since(mark, m.METER_GRID) == []
+    assert all(not b["ok"] for b in dbus_loop.since(mark, m.METER_STATUS))
+    mark = dbus_loop.mark()
+    meter.set_fault(None)                # back to the grid role: picked up without a restart
+    dbus_loop.wait_status(lambda b: b["ok"], "meter back")
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 350.0, "samples again")
+
+
+@dbus_timeout
+def test_connected_0_and_invalid_power_stop_the_samples(dbus_loop):
+    meter = dbus_loop.meter()
+    dbus_loop.follow()
+    dbus_loop.wait_status(lambda b: b["ok"], "meter followed")
+    for fault, kind in (("disconnected", "connection"), ("invalid", "invalid_reading")):
+        meter.set_fault(fault)
+        dbus_loop.wait_status(lambda b: b["error_kind"] == kind, f"{fault} seen", timeout_s=3)
+        mark = dbus_loop.mark()
+        time.sleep(0.5)
+        assert dbus_loop.since(mark, m.METER_GRID) == []
+        meter.set_fault(None)
+        dbus_loop.wait_status(lambda b: b["ok"], f"back from {fault}", timeout_s=3)
+
+
+@dbus_timeout
+@pytest.mark.parametrize("refresh_ms, limit_s", [(600, 5.0), (2500, 7.5)])
+def test_silence_is_stale_after_max_5s_and_3_refresh_times(dbus_loop, refresh_ms, limit_s):
+    clock = ManualClock()
+    meter = dbus_loop.meter(refresh_time_ms=refresh_ms)
+    dbus_loop.follow(clock=clock)
+    dbus_loop.wait_status(lambda b: b["ok"], "meter followed")
+    meter.set_fault("silent")            # the service stays, /Connected stays 1, no signal any more
+    clock.advance(limit_s - 0.2)
+    time.sleep(0.3)                      # several silence checks run
+    assert dbus_loop.last(m.METER_STATUS)["ok"] is True
+    clock.advance(0.3)
+    stale = dbus_loop.wait_status(lambda b: not b["ok"], "stale", timeout_s=1)
+    assert stale["error_kind"] == "stale"
+    meter.set_fault(None)
+    dbus_loop.wait_status(lambda b: b["ok"], "fresh again")
+
+
+@dbus_timeout
+def test_lowest_instance_wins_the_configured_service_wins_and_the_other_takes_over(dbus_loop):
+    dbus_loop.meter(Power([100.0, 0.0, 0.0]), ident="high", device_instance=40)
+    low = dbus_loop.meter(Power([200.0, 0.0, 0.0]), ident="low", device_instance=31)
+    follower = dbus_loop.follow()
+    dbus_loop.wait_status(lambda b: b["ok"], "followed")
+    wait_for(lambda: follower.tracker.chosen == "com.victronenergy.grid.low", 5, what="lowest instance chosen")
+    mark = dbus_loop.mark()
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 200.0, "the low instance's power")
+    mark = dbus_loop.mark()
+    low.set_fault("absent")
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 100.0, "the other meter takes over")
+    assert all(b["power_w"] == 100.0 for b in dbus_loop.since(mark, m.METER_GRID))
+
+
+@dbus_timeout
+def test_configured_service_wins_over_a_lower_instance(dbus_loop):
+    dbus_loop.meter(Power([100.0, 0.0, 0.0]), ident="high", device_instance=40)
+    dbus_loop.meter(Power([200.0, 0.0, 0.0]), ident="low", device_instance=31)
+    dbus_loop.follow(configured="com.victronenergy.grid.high")
+    mark = dbus_loop.mark()
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 100.0, "the configured meter")
+    time.sleep(0.5)
+    assert {b["power_w"] for b in dbus_loop.since(mark, m.METER_GRID)} == {100.0}
+
+
+@dbus_timeout
+def test_meter_appearing_after_start_and_our_own_services_never_read(dbus_loop):
+    dbus_loop.service("com.victronenergy.acload.http_59", {"/Ac/Power": 999.0, "/Ac/L1/Power": 999.0}, 59)
+    dbus_loop.service("com.victronenergy.dcsystem.http_137", {"/Dc/0/Power": 5.0}, 137)
+    dbus_loop.service("com.victronenergy.pvinverter.cgwacs_ttyUSB1_mb2", {"/Ac/Power": 777.0, "/Role": "pvinverter"},
+                      1)
+    dbus_loop.service("com.victronenergy.system", {"/Ac/Grid/L1/Power": 555.0}, 0)
+    dbus_loop.follow()
+    none = dbus_loop.wait_status(lambda b: b["error_kind"] == "connection", "no grid meter yet")
+    assert "no com.victronenergy.grid" in none["detail"]
+    time.sleep(0.3)
+    assert dbus_loop.last(m.METER_GRID) is None
+    mark = dbus_loop.mark()
+    dbus_loop.meter(Power([10.0, 20.0, 30.0]), device_instance=50)
+    dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 60.0, "the meter that appeared")
+    assert {b["power_w"] for b in dbus_loop.since(mark, m.METER_GRID)} == {60.0}

@@ -122,7 +122,7 @@ class GridMeterTracker:
         self.configured = configured
         self.meters: dict[str, _Meter] = {}
         self.chosen: Optional[str] = None
-        self.detail: Optional[str] = None
+        self.detail: Optional[str] = choose_meter({}, configured)[1]
         self._last_key: Optional[tuple] = None       # (power, phase powers) last published
         self._last_pub_t: Optional[float] = None
         self._last_ok_t: Optional[float] = None      # sample_t_mono of the last published sample
