@@ -426,3 +426,47 @@ def test_meter_appearing_after_start_and_our_own_services_never_read(dbus_loop):
     dbus_loop.meter(Power([10.0, 20.0, 30.0]), device_instance=50)
     dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 60.0, "the meter that appeared")
     assert {b["power_w"] for b in dbus_loop.since(mark, m.METER_GRID)} == {60.0}
+
+
+# ------------------------------------------------------------------ processes on the real bus
+
+@pytest.mark.timeout(120)
+def test_controller_sees_meter_grid_from_venus_publisher(private_dbus, procs, rundir):
+    from common.bus import Subscriber
+    from tests.support import base_sections, write_config
+    power = Power([300.0, 100.0, -50.0])
+    meter = GridMeterDbus(power, int_values=True, interval_s=0.5).start()
+    try:
+        config = write_config(rundir, base_sections(rundir, grid_meter={"source": "dbus", "host": "10.0.0.9"},
+                                                    control={"state_dir": rundir, "grid_stale_s": 3}))
+        sub = Subscriber(rundir, topics=["meter.", "ctrl.status"])
+        try:
+            shelly = procs.python("shelly_poller", "services.shelly_poller", "--config", config)
+            procs.python("venus_publisher", "services.venus_publisher", "--config", config)
+            procs.python("controller", "services.controller", "--config", config)
+            seen = {"sources": set()}
+
+            def ctrl_grid(predicate):
+                def check():
+                    msg = sub.recv(0.1)
+                    while msg is not None:
+                        if msg.topic.startswith("meter."):
+                            seen["sources"].add((msg.topic, msg.src))
+                        if msg.topic == m.CTRL_STATUS and predicate(msg.body):
+                            return msg.body
+                        msg = sub.recv(0)
+                    return None
+                return check
+            wait_for(ctrl_grid(lambda b: b["grid_w"] == 350.0), 40, interval_s=0, what="controller uses 350 W")
+            power.phases = [-200.0, 0.0, 0.0]
+            wait_for(ctrl_grid(lambda b: b["grid_w"] == -200.0), 20, interval_s=0, what="controller follows")
+            assert seen["sources"] <= {(m.METER_GRID, "venus_publisher"), (m.METER_STATUS, "venus_publisher")}
+            assert (m.METER_GRID, "venus_publisher") in seen["sources"]
+            assert "host = 10.0.0.9 ignored" in shelly.output()
+            meter.set_fault("absent")
+            body = wait_for(ctrl_grid(lambda b: "grid" in b["stale"]), 20, interval_s=0, what="grid stale")
+            assert body["grid_w"] == -200.0
+        finally:
+            sub.close()
+    finally:
+        meter.stop()
