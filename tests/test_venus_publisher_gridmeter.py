@@ -470,3 +470,32 @@ def test_controller_sees_meter_grid_from_venus_publisher(private_dbus, procs, ru
             sub.close()
     finally:
         meter.stop()
+
+
+@pytest.mark.timeout(60)
+def test_python_m_sim_grid_dbus_serves_the_plant_and_takes_faults(private_dbus, procs):
+    import dbus
+    import requests
+    from tests.test_sim_main import start_sim
+    proc, _base, control = start_sim(procs, "--grid", "dbus", "--no-balcony", "--scenario", "quiet")
+    bus = dbus.bus.BusConnection(private_dbus.address)
+    try:
+        def read(path, name=SIM):
+            try:
+                return bus.call_blocking(name, path, "com.victronenergy.BusItem", "GetValue", "", [], timeout=2)
+            except dbus.DBusException:
+                return None
+        wait_for(lambda: read("/Ac/Power") is not None, 10, what="grid meter on D-Bus")
+        assert isinstance(read("/Ac/Power"), dbus.Int32)                     # int values, as the vecan driver
+        # the plant's grid power (it moves while the inverters settle; the meter is up to 1 s behind)
+        wait_for(lambda: abs(int(read("/Ac/Power")) - requests.get(control + "/state", timeout=2).json()["grid_w"])
+                 < 10, 20, interval_s=0.2, what="meter reads the plant's grid power")
+        assert int(read("/RefreshTime")) == 600 and int(read("/Connected")) == 1
+        assert f"grid=dbus:{SIM}" in proc.output()
+        requests.post(control + "/fault", json={"device": "grid", "kind": "role"}, timeout=2).raise_for_status()
+        wait_for(lambda: read("/Ac/Power") is None, 5, what="grid service gone")
+        assert read("/Role", "com.victronenergy.acload.sim_gridmeter") == "acload"
+        requests.post(control + "/fault", json={"device": "grid", "kind": None}, timeout=2).raise_for_status()
+        wait_for(lambda: read("/Ac/Power") is not None, 5, what="grid service back")
+    finally:
+        bus.close()
