@@ -11,7 +11,9 @@ import pytest
 from common import messages as m
 from common.clock import ManualClock
 from common.config import ConfigError, parse_config
-from services.venus_publisher.gridmeter import (GridMeterTracker, choose_meter, reading, stale_after_s)
+from common.vedbus import VeDbusService, new_system_bus
+from services.venus_publisher.gridmeter import (GETITEMS_RETRY_S, GridMeterTracker, choose_meter, reading,
+                                                stale_after_s)
 from sim.dbus_thread import DbusSimThread
 from sim.grid_dbus import GridMeterDbus
 from tests.support import wait_for
@@ -426,6 +428,33 @@ def test_meter_appearing_after_start_and_our_own_services_never_read(dbus_loop):
     dbus_loop.meter(Power([10.0, 20.0, 30.0]), device_instance=50)
     dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 60.0, "the meter that appeared")
     assert {b["power_w"] for b in dbus_loop.since(mark, m.METER_GRID)} == {60.0}
+
+
+@dbus_timeout
+def test_getitems_that_fails_is_asked_again(dbus_loop):
+    name = "com.victronenergy.grid.late_objects"
+    conn = dbus_loop.loop.call(new_system_bus)
+    try:
+        dbus_loop.loop.call(lambda: conn.request_name(name))        # the name, but no objects yet: GetItems fails
+        dbus_loop.follow(configured=name)
+        failed = dbus_loop.wait_status(lambda b: "GetItems" in (b.get("detail") or "") and "failed" in b["detail"],
+                                       "GetItems failure reported")
+        assert failed["error_kind"] == "starting" and not failed["ok"]
+
+        def export():
+            svc = VeDbusService(name, bus=conn)
+            svc.add_mandatory_paths("test", "1", "test", 30, 0, "Late meter")
+            svc.add_path("/Ac/Power", 42)
+            svc.register()
+            return svc
+        svc = dbus_loop.loop.call(export)
+        dbus_loop.others.append(svc)
+        time.sleep(GETITEMS_RETRY_S + 0.5)                            # the follower asks again
+        mark = dbus_loop.mark()
+        dbus_loop.loop.call(lambda: svc.__setitem__("/Ac/Power", 43))
+        dbus_loop.wait_grid(mark, lambda b: b["power_w"] == 43.0, "read after the retry")
+    finally:
+        dbus_loop.loop.call(lambda: (conn.set_exit_on_disconnect(False), conn.close()))
 
 
 # ------------------------------------------------------------------ processes on the real bus

@@ -35,6 +35,7 @@ REFRESH_FACTOR = 3.0
 REPUBLISH_S = 1.0            # an unchanged valid reading is published again this often while signals come
 STATUS_EVERY_S = 5.0         # meter.status at least this often (as the Shelly path)
 CHECK_MS = 200               # the shell re-evaluates silence this often
+GETITEMS_RETRY_S = 2.0
 PHASES = (1, 2, 3)
 
 Outputs = list[tuple[str, dict]]
@@ -280,6 +281,8 @@ class GridMeterFollower:
         self._watch = None
         self._matches: list = []
         self._followed: Optional[str] = None
+        self._failed_t: Optional[float] = None     # when GetItems of the followed meter failed
+        self._token: Optional[object] = None
 
     def start(self) -> int:
         from gi.repository import GLib
@@ -309,7 +312,10 @@ class GridMeterFollower:
 
     def _on_check(self) -> bool:
         try:
-            self._emit(self.tracker.tick(self._mono()))
+            now = self._mono()
+            if self._failed_t is not None and now - self._failed_t >= GETITEMS_RETRY_S:
+                self._follow(self._followed)          # GetItems failed: ask again
+            self._emit(self.tracker.tick(now))
         except Exception:
             log.exception("grid meter: check failed")
         return True
@@ -342,7 +348,7 @@ class GridMeterFollower:
         for match in self._matches:
             match.remove()
         self._matches = []
-        self._followed = None
+        self._followed = self._failed_t = self._token = None
 
     def _follow(self, name: Optional[str]) -> None:
         from common.vedbus import IFACE, unwrap
@@ -350,25 +356,32 @@ class GridMeterFollower:
         if name is None:
             return
         self._followed = name
+        token = self._token = object()      # callbacks of an earlier follow (same name too) are ignored
+
+        def current() -> bool:
+            return self._token is token
+
+        def values(items) -> dict:
+            return {str(p): unwrap(v["Value"]) for p, v in items.items() if "Value" in v}
 
         def on_items(items):
-            if self._followed == name:
-                self._emit(self.tracker.items(name, {str(p): unwrap(v["Value"]) for p, v in items.items()
-                                                     if "Value" in v}, self._mono()))
+            if current():
+                self._emit(self.tracker.items(name, values(items), self._mono()))
 
         def on_properties(changes, path=None):
-            if self._followed == name and path is not None and "Value" in changes:
+            if current() and path is not None and "Value" in changes:
                 self._emit(self.tracker.items(name, {str(path): unwrap(changes["Value"])}, self._mono()))
 
         def got_items(items):
-            if self._followed == name:
-                on_items_initial = {str(p): unwrap(v["Value"]) for p, v in items.items() if "Value" in v}
-                self._emit(self.tracker.items(name, on_items_initial, self._mono(), initial=True))
+            if current():
+                self._emit(self.tracker.items(name, values(items), self._mono(), initial=True))
 
         def failed(exc):
-            if self._followed == name:
+            if current():
                 detail = exc.get_dbus_name() if hasattr(exc, "get_dbus_name") else str(exc)
-                log.warning("grid meter: GetItems on %s failed: %s", name, detail)
+                log.warning("grid meter: GetItems on %s failed: %s (asking again in %g s)", name, detail,
+                            GETITEMS_RETRY_S)
+                self._failed_t = self._mono()
                 self._emit(self.tracker.items_failed(name, str(detail), self._mono()))
 
         self._matches = [
