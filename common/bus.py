@@ -26,12 +26,14 @@ from common.clock import SYSTEM_CLOCK
 
 log = logging.getLogger(__name__)
 
-# service -> topics it owns (and only it may publish)
+# service -> topics it owns (and only the owners may publish). meter.grid and meter.status have two owners:
+# shelly_poller ([grid_meter] source = shelly) and venus_publisher (source = dbus: the GX's grid meter); the
+# config makes exactly one of them publish the grid meter, so receivers need not know which.
 TOPOLOGY: dict[str, tuple[str, ...]] = {
     "dtu_poller": (m.DTU_INVERTER, m.DTU_STATUS, m.DTU_ACK, m.DTU_ALARM),
     "shelly_poller": (m.METER_GRID, m.METER_BALCONY, m.METER_STATUS, m.RELAY_STATE),
     "controller": (m.CTRL_SETPOINT, m.CTRL_RELAY, m.CTRL_STATUS, m.CTRL_SETTINGS),
-    "venus_publisher": (m.VENUS_BATTERY, m.VENUS_SETTING),
+    "venus_publisher": (m.VENUS_BATTERY, m.VENUS_SETTING, m.METER_GRID, m.METER_STATUS),
 }
 SERVICES = tuple(TOPOLOGY)
 
@@ -42,6 +44,7 @@ FUTURE_TOLERANCE_S = 5.0       # a received time may lie this far ahead of ours 
 
 
 def owner_of(topic: str) -> str:
+    """The first owner of `topic` (meter.grid and meter.status: shelly_poller, the default source)."""
     for service, topics in TOPOLOGY.items():
         if topic in topics:
             return service

@@ -110,9 +110,17 @@ class Section:
     doc: str = ""
 
 
-def _meter_keys(poll_interval: float, doc: str, example: str) -> dict:
+def _grid_service(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.match(r"^com\.victronenergy\.grid\.[A-Za-z0-9_.\-]+$", value):
+        raise ValueError("not a grid meter's D-Bus name (com.victronenergy.grid.<id>)")
+    return value
+
+
+def _meter_keys(poll_interval: float, doc: str, example: str, host_required: bool = True) -> dict:
     return {
-        "host": Key(_host, required=True, doc=f"{doc}: host or host:port", example=example),
+        "host": Key(_host, None if host_required else "", required=host_required, doc=f"{doc}: host or host:port",
+                    example=example),
         "username": Key(_str, "admin", doc="user name (Gen1 Basic auth; Gen2 digest always uses 'admin')"),
         "password": Key(_str, "", doc="password; empty: no authentication"),
         "type": Key(_str, "auto", choices=("auto", "gen1", "gen2"), doc="auto: detect with GET /shelly"),
@@ -149,7 +157,12 @@ SCHEMA: dict[str, Section] = {
         "limit_refresh_s": Key(_float, 60.0, min=5, max=3600,
                                doc="s, an unchanged limit is sent again after this (inverters revert to 100 %)"),
     }, doc="the OpenDTU gateway"),
-    "grid_meter": Section(_meter_keys(1.0, "grid Shelly", "192.168.1.51"), doc="the Shelly that measures the grid (+ = import)"),
+    "grid_meter": Section({
+        "source": Key(_str, "shelly", choices=("shelly", "dbus"),
+                      doc="shelly: poll the Shelly at host; dbus: the GX's own grid meter (com.victronenergy.grid.*)"),
+        "service": Key(_grid_service, "", doc="source = dbus: this D-Bus service; empty: the lowest /DeviceInstance"),
+        **_meter_keys(1.0, "grid Shelly, required with source = shelly", "192.168.1.51", host_required=False),
+    }, doc="the meter that measures the grid (+ = import)"),
     "balcony_meter": Section(_meter_keys(5.0, "balcony Shelly", "192.168.1.52"), optional=True,
                              doc="a plug-in solar system whose output is subtracted from MaxFeedIn"),
     "relay": Section({
@@ -313,6 +326,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             out[key] = value
         values[section] = SimpleNamespace(**out)
 
+    grid = values["grid_meter"]
+    if grid.source == "shelly" and not grid.host:
+        raise ConfigError(path, "grid_meter", "host", None, "required with source = shelly"
+                          if "grid_meter" in parser else "missing required section")
     control = values["control"]
     if control.min_percent > control.max_percent:
         raise ConfigError(path, "control", "min_percent", control.min_percent,
@@ -347,7 +364,7 @@ def example_ini() -> str:
             head += f"    ; {'optional: ' if spec.optional else ''}{spec.doc}"
         lines.append(head)
         for key, k in spec.keys.items():
-            default = k.example if k.required else ("" if k.default is None else k.default)
+            default = k.example if k.required or k.example else ("" if k.default is None else k.default)
             notes = []
             if k.required:
                 notes.append("required")

@@ -90,7 +90,7 @@ DTU_INVERTER = "dtu.inverter"        # one per inverter per fresh sample
 DTU_STATUS = "dtu.status"            # DTU health, inverter inventory; each poll and at least every 5 s
 DTU_ACK = "dtu.ack"                  # outcome of every command the writer sent (or refused)
 DTU_ALARM = "dtu.alarm"              # writer alarms (setpoint watchdog)
-# shelly_poller
+# shelly_poller (meter.grid and meter.status also venus_publisher, with [grid_meter] source = dbus)
 METER_GRID = "meter.grid"            # each fresh grid sample
 METER_BALCONY = "meter.balcony"      # each fresh balcony sample
 METER_STATUS = "meter.status"        # per meter: ok or error kind; each poll and at least every 5 s
@@ -177,7 +177,7 @@ SCHEMAS: dict[str, dict] = {
         "phases": F((list,), items=_PHASE),
         "energy_import_kwh": F(OPT_NUM, False),
         "energy_export_kwh": F(OPT_NUM, False),
-        "sample_t_mono": F(NUM),         # when the HTTP response arrived
+        "sample_t_mono": F(NUM),         # when the HTTP response (D-Bus: the meter's signal) arrived
         "device_time": F(OPT_NUM, False),   # the device's unixtime (Gen1); absent when the device gives none
     },
     METER_STATUS: {

@@ -28,6 +28,7 @@ Client side: `unwrap()`/`wrap()`, `RemoteService` (follows one service's items b
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Optional
 
 import dbus
@@ -61,9 +62,11 @@ def ensure_mainloop() -> None:
 
 
 def new_system_bus() -> dbus.bus.BusConnection:
-    """A new private connection to the system bus (never the session bus)."""
+    """A new private connection to the system bus (never the session bus). DBUS_SYSTEM_BUS_ADDRESS is read each
+    time (libdbus reads it once per process), so in-process tests can use a new private bus per test."""
     ensure_mainloop()
-    return dbus.bus.BusConnection(dbus.bus.BusConnection.TYPE_SYSTEM)
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    return dbus.bus.BusConnection(address or dbus.bus.BusConnection.TYPE_SYSTEM)
 
 
 # ---------------------------------------------------------------- value wrapping
@@ -237,10 +240,14 @@ def _check_path(path: str) -> None:
 
 
 class VeDbusService:
-    """One D-Bus service (one well-known name) with BusItem paths, on its own connection."""
+    """One D-Bus service (one well-known name) with BusItem paths, on its own connection.
 
-    def __init__(self, servicename: str, bus: Optional[dbus.bus.BusConnection] = None):
+    `properties_changed=False`: changes go out only as ItemsChanged on `/`, as Victron's own drivers do."""
+
+    def __init__(self, servicename: str, bus: Optional[dbus.bus.BusConnection] = None,
+                 properties_changed: bool = True):
         self.name = servicename
+        self._properties_changed = properties_changed
         self._own_bus = bus is None
         self.bus = new_system_bus() if bus is None else bus
         self._values: dict[str, Any] = {}
@@ -373,7 +380,8 @@ class VeDbusService:
         if self._closed:
             return
         props = _props(self._values[path], self.get_text(path))
-        self._items[path].PropertiesChanged(props)
+        if self._properties_changed:
+            self._items[path].PropertiesChanged(props)
         if self._batch_depth:
             self._batch[path] = props
         else:

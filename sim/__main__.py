@@ -107,8 +107,12 @@ class SimApp:
                                         limit_readback_s=args.limit_readback, seed=args.seed,
                                         retry_after_s=args.retry_after)
         self.devices: dict[str, object] = {"opendtu": self.dtu}
-        self.devices["grid"] = ShellySimulator(self.plant, args.grid_model, "grid", port=base + 1,
-                                               password=args.grid_password, seed=args.seed)
+        if args.grid == "dbus":                 # a GX grid meter on D-Bus (needs DBUS_SYSTEM_BUS_ADDRESS)
+            from sim.grid_dbus import GridMeterDbus
+            self.devices["grid"] = GridMeterDbus.from_plant(self.plant, int_values=True, seed=args.seed)
+        else:
+            self.devices["grid"] = ShellySimulator(self.plant, args.grid_model, "grid", port=base + 1,
+                                                   password=args.grid_password, seed=args.seed)
         if args.balcony:
             self.devices["balcony"] = ShellySimulator(self.plant, args.balcony_model, "balcony", port=base + 2,
                                                       password=args.balcony_password, seed=args.seed)
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-after", type=int, default=60, help="Retry-After (s) of the OpenDTU's 429 answers")
     parser.add_argument("--limit-readback", type=float, default=30.0,
                         help="s after DTU boot until limit_relative is read back (0 before)")
+    parser.add_argument("--grid", choices=("shelly", "dbus"), default="shelly",
+                        help="grid meter: a Shelly on base+1, or com.victronenergy.grid.sim_gridmeter on D-Bus")
     parser.add_argument("--grid-model", choices=sorted(shelly_mod.MODELS), default="shem")
     parser.add_argument("--balcony-model", choices=sorted(shelly_mod.MODELS), default="shem")
     parser.add_argument("--relay-model", choices=sorted(k for k, m in shelly_mod.MODELS.items() if m.relay),

@@ -13,58 +13,25 @@ the service leaves the bus; it comes back when present again.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Optional
 
+from sim.dbus_thread import DbusSimThread
 from sim.plant import Plant
 
 log = logging.getLogger("sim.battery")
 
 
-class BatteryDbus:
+class BatteryDbus(DbusSimThread):
+    thread_name = "battery-dbus"
+
     def __init__(self, plant: Plant, name: str = "com.victronenergy.battery.sim", device_instance: int = 512,
                  interval_s: float = 1.0):
+        super().__init__(interval_s)
         self.plant = plant
         self.name = name
         self.device_instance = device_instance
-        self.interval_s = interval_s
         self.fault: Optional[str] = None
         self._svc = None
-        self._loop = None
-        self._thread: Optional[threading.Thread] = None
-        self._ready = threading.Event()
-        self._error: Optional[BaseException] = None
-
-    def start(self, timeout_s: float = 10.0) -> "BatteryDbus":
-        from gi.repository import GLib
-        from common import vedbus
-        vedbus.ensure_mainloop()
-        self._loop = GLib.MainLoop()
-        GLib.idle_add(self._first)
-        self._thread = threading.Thread(target=self._loop.run, name="battery-dbus", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError("battery D-Bus service did not come up")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        from gi.repository import GLib
-        done = threading.Event()
-
-        def _quit():
-            self._close()
-            self._loop.quit()
-            done.set()
-            return False
-        GLib.idle_add(_quit)
-        done.wait(5)
-        if self._thread is not None:
-            self._thread.join(5)
-        self._loop = None
 
     def set_fault(self, kind: Optional[str], serial: Optional[str] = None) -> None:
         """`absent`: the service leaves the bus (like plant.set_battery(present=False)); None: back."""
@@ -73,18 +40,11 @@ class BatteryDbus:
         self.plant.set_battery(present=kind is None)
 
     # ----- inside the GLib thread -----
-    def _first(self) -> bool:
-        from gi.repository import GLib
-        try:
-            if self.plant.battery.present:
-                self._open()
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-        self._ready.set()
-        GLib.timeout_add(int(self.interval_s * 1000), self._tick)
-        return False
-
     def _open(self) -> None:
+        if self.plant.battery.present:
+            self._register()
+
+    def _register(self) -> None:
         from common.vedbus import VeDbusService
         svc = VeDbusService(self.name)
         svc.add_mandatory_paths("sim.battery_dbus", "1.0", "Simulated BMS", self.device_instance, 0xB00A,
@@ -123,7 +83,7 @@ class BatteryDbus:
         try:
             present = self.plant.battery.present
             if present and self._svc is None:
-                self._open()
+                self._register()
             elif not present and self._svc is not None:
                 self._close()
             if self._svc is not None:

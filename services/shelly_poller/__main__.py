@@ -37,7 +37,12 @@ def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
     stop = threading.Event()
     outbox = Outbox()
     publisher = Publisher("shelly_poller", cfg.bus.rundir, clock=clock)
-    pollers = [MeterPoller("grid", cfg.grid_meter, outbox.put, stop, clock, log.getChild("grid"))]
+    pollers = []
+    if cfg.grid_meter.source == "dbus":       # venus_publisher reads the GX's grid meter and publishes meter.grid
+        log.info("[grid_meter] source = dbus: no grid Shelly polled%s",
+                 f" (host = {cfg.grid_meter.host} ignored)" if cfg.grid_meter.host else "")
+    else:
+        pollers.append(MeterPoller("grid", cfg.grid_meter, outbox.put, stop, clock, log.getChild("grid")))
     if cfg.balcony_meter is not None:
         pollers.append(MeterPoller("balcony", cfg.balcony_meter, outbox.put, stop, clock, log.getChild("balcony")))
     workers = [p.thread for p in pollers]

@@ -188,6 +188,15 @@ class VenusPublisher:
         self.battery = BatteryMonitor(self._client_bus, venus.battery_service, self._battery_changed,
                                       self.clock.monotonic)
         self.battery.start()
+        if self.cfg.grid_meter.source == "dbus":      # the GX's own grid meter on meter.grid, not shelly_poller
+            from .gridmeter import GridMeterFollower
+
+            def publish(topic, body):
+                self.pub.publish(topic, body)
+                self._drain()      # sending can consume the FD's edge
+            self.grid_meter = GridMeterFollower(self._client_bus, self.cfg.grid_meter.service, publish,
+                                                self.clock.monotonic)
+            self._sources.append(self.grid_meter.start())   # its silence check, removed in close()
         self._sources.append(GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN,
                                                _guarded(self._on_zmq)))
         self._drain()      # messages queued before the watch existed produce no new edge
