@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SECONDS ?= 0
+# make demo GRID=dbus: the grid meter is a simulated GX meter on D-Bus ([grid_meter] source = dbus)
+GRID ?= shelly
 # The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
 TEST_WORKERS ?= 4
 
@@ -15,7 +17,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: setup
-	$(PY) -m scripts.demo --seconds $(SECONDS)
+	$(PY) -m scripts.demo --seconds $(SECONDS) --grid $(GRID)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

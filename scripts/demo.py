@@ -63,13 +63,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: run until Ctrl-C)")
     parser.add_argument("--port-base", type=int, default=18080)
     parser.add_argument("--scenario", default="demo")
+    parser.add_argument("--grid", choices=("shelly", "dbus"), default="shelly",
+                        help="grid meter: a simulated Shelly, or a simulated GX grid meter on D-Bus ([grid_meter] "
+                             "source = dbus)")
     args = parser.parse_args(argv)
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     os.makedirs(DEMO_DIR, mode=0o700)
     rundir = os.path.join(DEMO_DIR, "bus")
+    grid = {"sim_args": ["--grid", "dbus"], "config_extra": {"grid_meter": {"source": "dbus", "host": ""}}} \
+        if args.grid == "dbus" else {}
     stack = Stack(DEMO_DIR, rundir, scenario=args.scenario, port_base=args.port_base,
-                  dbus_folder=os.path.join(DEMO_DIR, "dbus"))
+                  dbus_folder=os.path.join(DEMO_DIR, "dbus"), **grid)
 
     stopping = False
 
