@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from sim.dtu import INVERTER_FAULTS, DtuModel, InverterRadio
+from sim.dtu import INVERTER_FAULTS, DtuModel, InverterRadio, apply_fault
 from sim.httpbase import Request, Response, SimHttpServer, json_response
 from sim.plant import Plant
 
@@ -252,20 +252,9 @@ class AhoySimulator(SimHttpServer):
         return [s.radio.inv.serial for s in sorted(self.dtu.slots.values(), key=lambda s: s.position)]
 
     def set_fault(self, kind: Optional[str], serial: Optional[str] = None) -> None:
-        if kind is None:
-            if serial is not None:
-                self.dtu.set_inverter_fault(None, serial)
-                return
-            self.dtu.set_inverter_fault(None)
-            self.dtu.set_global_stale(False)
-            self._set_transport_fault(None)
-        elif kind in HTTP_FAULTS:
-            self._set_transport_fault(kind)
-        elif kind == "stale" and serial is None:
-            self.dtu.set_global_stale(True)
-        elif kind in INVERTER_FAULTS:
-            self.dtu.set_inverter_fault(kind, serial)
-        elif kind == "token_reset":
+        if apply_fault(self.dtu, HTTP_FAULTS, self._set_transport_fault, kind, serial):
+            return
+        if kind == "token_reset":
             with self.plant.lock:
                 self.token = "".join(self.rng.choice(TOKEN_CHARS) for _ in range(16))
                 self.token_ip = "192.0.2.99"               # another client logged in

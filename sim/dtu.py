@@ -35,6 +35,27 @@ class Command:
     deadline_s: float = 0.0
 
 
+def apply_fault(dtu: "DtuModel", http_faults: tuple, set_transport_fault, kind: Optional[str],
+                serial: Optional[str] = None) -> bool:
+    """The fault control both gateway simulators share (OpenDTU, AhoyDTU): None clears (one inverter's fault, or
+    all), an HTTP fault goes to the transport, `stale` without a serial freezes every inverter's data, an
+    inverter fault goes to the radio model. False: not one of these (the caller's own kinds, or unknown)."""
+    if kind is None:
+        dtu.set_inverter_fault(None, serial)
+        if serial is None:
+            dtu.set_global_stale(False)
+            set_transport_fault(None)
+    elif kind in http_faults:
+        set_transport_fault(kind)
+    elif kind == "stale" and serial is None:
+        dtu.set_global_stale(True)
+    elif kind in INVERTER_FAULTS:
+        dtu.set_inverter_fault(kind, serial)
+    else:
+        return False
+    return True
+
+
 @dataclass
 class InverterRadio:
     inv: Inverter

@@ -24,7 +24,7 @@ from email.policy import HTTP
 from typing import Optional
 from urllib.parse import parse_qs
 
-from sim.dtu import INVERTER_FAULTS, DtuModel, InverterRadio
+from sim.dtu import INVERTER_FAULTS, DtuModel, InverterRadio, apply_fault
 from sim.httpbase import (WEBAPP_HTML, Request, Response, SimHttpServer, basic_credentials, json_response,
                           text_response)
 from sim.plant import Plant
@@ -96,21 +96,9 @@ class OpenDtuSimulator(SimHttpServer):
         return [r.inv.serial for r in self.dtu.radios]
 
     def set_fault(self, kind: Optional[str], serial: Optional[str] = None) -> None:
-        if kind is None:
-            if serial is not None:
-                self.dtu.set_inverter_fault(None, serial)
-                return
-            self.dtu.set_inverter_fault(None)
-            self.dtu.set_global_stale(False)
-            self._set_transport_fault(None)
-        elif kind in HTTP_FAULTS:
-            self._set_transport_fault(kind)
-        elif kind == "stale" and serial is None:
-            self.dtu.set_global_stale(True)
-        elif kind in INVERTER_FAULTS:
-            self.dtu.set_inverter_fault(kind, serial)
-        else:
-            raise ValueError(f"unknown OpenDTU fault {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if apply_fault(self.dtu, HTTP_FAULTS, self._set_transport_fault, kind, serial):
+            return
+        raise ValueError(f"unknown OpenDTU fault {kind!r} (known: {', '.join(FAULT_KINDS)})")
 
     def stop(self) -> None:
         super().stop()
