@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SECONDS ?= 0
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,10 @@ test: setup
 
 demo: setup
 	$(PY) -m scripts.demo --seconds $(SECONDS)
+
+# dist/dbus-opendtu-<VERSION>.tar.gz (+ .sha256): the offline GX archive (scripts/bundle.py)
+bundle: setup
+	$(PY) -m scripts.bundle
 
 clean:
 	rm -rf $(VENV) .pytest_cache

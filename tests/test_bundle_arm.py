@@ -1,0 +1,209 @@
+"""The GX bundle on emulated ARM: `make bundle`'s archive, unpacked, runs on a Debian trixie armhf (32-bit, as every
+Cerbo/Ekrano/Venus GX) and arm64 root under qemu-user, with no pip and no compiler there.
+
+Run alone: .venv/bin/python -m pytest -q tests/test_bundle_arm.py
+The first run builds the bundle (~2 min, cached in .cache/bundle/) and bootstraps two Debian roots with Python 3.13
+(~1 min each, cached in .cache/arm-roots/); later runs take about a minute. Needs the Debian mirror apt uses here.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.support import ROOT
+
+ROOTS = os.path.join(ROOT, ".cache", "arm-roots")
+ARCHES = {  # machine as `uname -m` says it: (Debian architecture, qemu binary)
+    "armv7l": ("armhf", "qemu-arm-static"),
+    "aarch64": ("arm64", "qemu-aarch64-static"),
+}
+NEEDED_OK = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libstdc++.so.6", "libgcc_s.so.1", "libdl.so.2",
+             "librt.so.1", "ld-linux-armhf.so.3", "ld-linux-aarch64.so.1"}
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses on this machine."""
+    for path in ["/etc/apt/sources.list", *glob.glob("/etc/apt/sources.list.d/*")]:
+        try:
+            text = open(path).read()
+        except OSError:
+            continue
+        for match in re.finditer(r"(?:URIs:\s*|^deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)\s", text, re.M):
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def arm_root(debian_arch: str) -> str:
+    """A Debian trixie root with python3 for `debian_arch`, unpacked without running ARM code (cached)."""
+    root = os.path.join(ROOTS, f"trixie-{debian_arch}")
+    if os.path.exists(os.path.join(root, ".done")):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(ROOTS, exist_ok=True)
+    subprocess.run(["debootstrap", "--foreign", f"--arch={debian_arch}", "--variant=minbase", "--include=python3",
+                    "trixie", root, debian_mirror()], check=True, capture_output=True, timeout=600)
+    for deb in sorted(glob.glob(os.path.join(root, "var", "cache", "apt", "archives", "*.deb"))):
+        subprocess.run(["dpkg-deb", "-x", deb, root], check=True, timeout=120)
+        os.unlink(deb)
+    assert not glob.glob(os.path.join(root, "usr", "lib", "python3*", "*", "pip")), "the ARM root must lack pip"
+    open(os.path.join(root, ".done"), "w").close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """`make bundle`, unpacked; returns the unpacked folder (dbus-opendtu/)."""
+    subprocess.run([sys.executable, "-m", "scripts.bundle"], cwd=ROOT, check=True, timeout=1200)
+    version = open(os.path.join(ROOT, "VERSION")).read().strip()
+    archive = os.path.join(ROOT, "dist", f"dbus-opendtu-{version}.tar.gz")
+    digest, name = open(archive + ".sha256").read().split()
+    assert name == os.path.basename(archive)
+    assert subprocess.run(["sha256sum", "-c", archive + ".sha256"], cwd=os.path.dirname(archive),
+                          capture_output=True).returncode == 0
+    out = tmp_path_factory.mktemp("unpacked")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="tar")
+    return out / "dbus-opendtu"
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHES))
+def arm(request, tmp_path_factory):
+    """(machine, python wrapper) for each ARM machine: a script that runs the root's Python under qemu."""
+    machine = request.param
+    debian_arch, qemu = ARCHES[machine]
+    root = arm_root(debian_arch)
+    wrapper = tmp_path_factory.mktemp(f"py-{machine}") / "python3"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which(qemu)} -L {root} {root}/usr/bin/python3.13 \"$@\"\n")
+    wrapper.chmod(0o755)
+    return machine, str(wrapper)
+
+
+def arm_run(python: str, app, code: str, timeout=120, **kw):
+    """Run `code` with the ARM Python, PYTHONPATH set up as the GX's run scripts do it."""
+    script = f'HERE={app}; PY={python}; PYTHONPATH=""; . "$HERE/scripts/pythonpath.sh"; exec $PY -c "$1"'
+    return subprocess.run(["sh", "-c", script, "arm", code], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_the_archive_holds_what_runs_on_a_gx_and_nothing_else(bundle):
+    names = {os.path.relpath(os.path.join(d, f), bundle) for d, _, files in os.walk(bundle) for f in files}
+    for needed in ("install.sh", "uninstall.sh", "restart.sh", "service/run", "service/log/run",
+                   "scripts/run-service", "supervisord.conf", "config.example.ini", "README.md", "LICENSE",
+                   "services/controller/__main__.py", "common/bus.py", "vendor/armv7l/zmq/backend/cython/_zmq.abi3.so",
+                   "vendor/aarch64/zmq/backend/cython/_zmq.abi3.so", "vendor/py/msgpack/fallback.py",
+                   "vendor/py/supervisor/supervisord.py"):
+        assert needed in names, needed
+    assert not [n for n in names if n.split("/")[0] in ("tests", "bench", "sim", "docs", ".venv")]
+    assert not [n for n in names if n.startswith("vendor/py/msgpack/") and not n.endswith((".py", "COPYING"))]
+    assert os.access(bundle / "install.sh", os.X_OK)
+
+
+def test_armv7l_extension_is_hard_float_and_needs_only_an_old_glibc(bundle):
+    so = str(bundle / "vendor" / "armv7l" / "zmq" / "backend" / "cython" / "_zmq.abi3.so")
+    header = subprocess.run(["readelf", "-h", so], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"Class:\s+ELF32", header) and re.search(r"Machine:\s+ARM", header)
+    assert "Version5 EABI, hard-float ABI" in header
+    check_needed_and_glibc(so, max_glibc=(2, 36))
+
+
+def test_aarch64_extension_is_pypis_manylinux_build(bundle):
+    so = str(bundle / "vendor" / "aarch64" / "zmq" / "backend" / "cython" / "_zmq.abi3.so")
+    header = subprocess.run(["readelf", "-h", so], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"Class:\s+ELF64", header) and re.search(r"Machine:\s+AArch64", header)
+    check_needed_and_glibc(so, max_glibc=(2, 28), bundled=("libzmq-",))
+
+
+def check_needed_and_glibc(so: str, max_glibc, bundled=()):
+    dyn = subprocess.run(["readelf", "-d", so], capture_output=True, text=True, check=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn))
+    assert needed and needed - NEEDED_OK <= {n for n in needed if n.startswith(bundled)}, needed
+    versions = subprocess.run(["readelf", "-V", so], capture_output=True, text=True, check=True).stdout
+    glibc = {tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_(\d+\.\d+(?:\.\d+)?)", versions)}
+    assert glibc and max(glibc) <= max_glibc, max(glibc)
+
+
+def test_dependencies_import_on_arm_from_the_bundle(bundle, arm):
+    machine, python = arm
+    code = ("import json, platform, zmq, msgpack, supervisor.supervisord, supervisor.supervisorctl;"
+            "print(json.dumps([platform.machine(), zmq.__file__, zmq.zmq_version(), zmq.pyzmq_version(),"
+            "msgpack.Packer.__module__, zmq.has('curve')]))")
+    result = arm_run(python, bundle, code)
+    assert result.returncode == 0, result.stderr
+    got_machine, zmq_file, libzmq, pyzmq, packer, curve = json.loads(result.stdout)
+    assert got_machine == machine
+    assert zmq_file.startswith(f"{bundle}/vendor/{machine}/")
+    assert pyzmq == "27.3.0" and libzmq.startswith("4.3.")
+    assert packer == "msgpack.fallback"                 # no compiled msgpack in the bundle
+    if machine == "armv7l":
+        assert not curve                                 # built without CURVE/libsodium
+
+
+PUBSUB = r"""
+import sys, time, zmq, msgpack
+role, address = sys.argv[1], sys.argv[2]
+ctx = zmq.Context()
+if role == "sub":
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"meter.grid")
+    sock.bind(address)
+    print("ready", flush=True)
+    if not sock.poll(60000):
+        sys.exit("no message")
+    topic, payload = sock.recv_multipart()
+    print(topic.decode(), msgpack.unpackb(payload), flush=True)
+else:
+    sock = ctx.socket(zmq.PUB)
+    sock.connect(address)
+    envelope = {"v": 1, "topic": "meter.grid", "seq": 7, "t_mono": 12.5, "data": {"grid_power_w": -42.5}}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:                  # until the subscriber has it (slow joiner), bounded
+        sock.send_multipart([b"meter.grid", msgpack.packb(envelope)])
+        time.sleep(0.2)
+"""
+
+
+def test_pub_sub_round_trip_over_ipc_between_two_arm_processes(bundle, arm, tmp_path):
+    machine, python = arm
+    address = f"ipc://{tmp_path}/bus.sock"
+    script = f'HERE={bundle}; PY={python}; PYTHONPATH=""; . "$HERE/scripts/pythonpath.sh"; exec $PY -c "$1" "$2" "$3"'
+    sub = subprocess.Popen(["sh", "-c", script, "arm", PUBSUB, "sub", address], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    pub = None
+    try:
+        assert sub.stdout.readline().strip() == "ready", sub.stderr.read()
+        pub = subprocess.Popen(["sh", "-c", script, "arm", PUBSUB, "pub", address], stderr=subprocess.PIPE)
+        out, err = sub.communicate(timeout=90)
+        assert sub.returncode == 0, err
+        assert out.strip() == ("meter.grid {'v': 1, 'topic': 'meter.grid', 'seq': 7, 't_mono': 12.5, "
+                               "'data': {'grid_power_w': -42.5}}")
+    finally:
+        for proc in (sub, pub):
+            if proc and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def test_install_sh_succeeds_with_the_arm_python_and_no_pip(bundle, arm, tmp_path):
+    machine, python = arm
+    root = tmp_path / "root"
+    app = root / "data" / "dbus-opendtu"
+    shutil.copytree(bundle, app, symlinks=True)
+    (root / "data" / "rc.local").parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFIX": str(root), "PYTHON": python, "PIP": "false"}
+    env.pop("PYTHONPATH", None)
+    assert subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode != 0
+    result = subprocess.run(["sh", str(app / "install.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.readlink(root / "service" / "dbus-opendtu") == str(app / "service")
+    assert oct(os.stat(app / "config.ini").st_mode & 0o777) == "0o600"
+    assert f"{app}/install.sh --boot  # dbus-opendtu" in (root / "data" / "rc.local").read_text()
+    check = subprocess.run([python, "-m", "common.config", "config.ini"], cwd=app, capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stderr
