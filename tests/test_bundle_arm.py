@@ -44,7 +44,7 @@ def debian_mirror() -> str:
 def arm_root(debian_arch: str) -> str:
     """A Debian trixie root with python3 for `debian_arch`, unpacked without running ARM code (cached)."""
     root = os.path.join(ROOTS, f"trixie-{debian_arch}")
-    if os.path.exists(os.path.join(root, ".done")):
+    if os.path.exists(os.path.join(root, ".ready")):
         return root
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(ROOTS, exist_ok=True)
@@ -54,8 +54,21 @@ def arm_root(debian_arch: str) -> str:
         subprocess.run(["dpkg-deb", "-x", deb, root], check=True, timeout=120)
         os.unlink(deb)
     assert not glob.glob(os.path.join(root, "usr", "lib", "python3*", "*", "pip")), "the ARM root must lack pip"
-    open(os.path.join(root, ".done"), "w").close()
+    # Debian compiles the standard library at install time (postinst), which dpkg-deb -x skips: do it once, or
+    # every emulated Python start compiles what it imports (30 s for `import zmq` on emulated arm64).
+    compile_py(qemu_python(root, debian_arch), os.path.join(root, "usr", "lib", "python3.13"))
+    open(os.path.join(root, ".ready"), "w").close()
     return root
+
+
+def qemu_python(root: str, debian_arch: str) -> list[str]:
+    qemu = {arch: q for arch, q in ARCHES.values()}[debian_arch]
+    return [shutil.which(qemu), "-L", root, os.path.join(root, "usr", "bin", "python3.13")]
+
+
+def compile_py(python: list[str], folder: str) -> None:
+    subprocess.run([*python, "-m", "compileall", "-q", "-x", "/(test|tests|idlelib|tkinter|turtledemo)/", folder],
+                   check=True, capture_output=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +91,13 @@ def bundle(tmp_path_factory):
 def arm(request, tmp_path_factory):
     """(machine, python wrapper) for each ARM machine: a script that runs the root's Python under qemu."""
     machine = request.param
-    debian_arch, qemu = ARCHES[machine]
+    debian_arch = ARCHES[machine][0]
     root = arm_root(debian_arch)
     wrapper = tmp_path_factory.mktemp(f"py-{machine}") / "python3"
-    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which(qemu)} -L {root} {root}/usr/bin/python3.13 \"$@\"\n")
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(qemu_python(root, debian_arch)) + " \"$@\"\n")
     wrapper.chmod(0o755)
+    bundle = request.getfixturevalue("bundle")     # .pyc once (as a GX's first start writes them), not per test
+    compile_py(qemu_python(root, debian_arch), str(bundle))
     return machine, str(wrapper)
 
 
