@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -222,3 +223,60 @@ def test_install_sh_succeeds_with_the_arm_python_and_no_pip(bundle, arm, tmp_pat
     check = subprocess.run([python, "-m", "common.config", "config.ini"], cwd=app, capture_output=True, text=True,
                            timeout=120)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_loop_closes_with_the_services_running_from_the_bundle_on_arm(bundle, arm, tmp_path):
+    """controller, dtu_poller and shelly_poller from the unpacked bundle as emulated 32-bit ARM processes (the
+    Cerbo/Ekrano case), venus_publisher and the simulators on this machine: a limit is commanded, acknowledged by
+    the DTU, and the grid settles near the target."""
+    machine, python = arm
+    if machine != "armv7l":
+        pytest.skip("one ARM machine is enough for the closed loop (the imports and bus are checked on both)")
+    from scripts.stack import Stack, wait_for as stack_wait
+    from tests.test_system import SETTLED_BAND_W, TARGET_W
+
+    rundir = f"/tmp/do-arm-{os.getpid()}"
+    st = Stack(str(tmp_path), rundir, scenario="quiet", config_extra={"relay": {"interval": 60}})
+    sub = None
+    try:
+        st.dbus.start()
+        st.sim = st.procs.python("sim", "sim", "--scenario", "quiet", "--port-base", str(st.port_base), env=st.env())
+        stack_wait(st._sim_up, 30, 0.1, "simulators up")
+        st.set_load(300)
+        st.procs.python("venus_publisher", "services.venus_publisher", "--config", st.config_path, env=st.env())
+        arm_env = {**st.env(), "DBUS_OPENDTU_PYTHON": python, "PYTHONPATH": ""}
+        for name in ("dtu_poller", "shelly_poller", "controller"):
+            st.procs.start(name, [str(bundle / "scripts" / "run-service"), name], env=arm_env)
+        sub = st.subscriber(["dtu.ack"])
+        acked = []
+
+        def limit_acked():
+            msg = sub.recv(timeout_s=0.5)
+            if msg and msg.body["command"] == "limit" and msg.body["outcome"] == "ok":
+                acked.append(msg.body)
+            for name in ("dtu_poller", "shelly_poller", "controller", "venus_publisher"):
+                proc = next(p for p in st.procs.procs if p.name == name)
+                assert proc.poll() is None, f"{name} exited: {st.tail(name)}"
+            return acked
+
+        stack_wait(limit_acked, 120, 0, "a limit commanded and acknowledged")
+        assert st.sim_state()["limit_log"], "the simulated DTU saw no limit"
+        inside_since = [None]
+
+        def settled():
+            if abs(st.sim_state()["grid_w"] - TARGET_W) <= SETTLED_BAND_W:
+                inside_since[0] = inside_since[0] or time.monotonic()
+                return time.monotonic() - inside_since[0] >= 2
+            inside_since[0] = None
+            return False
+
+        stack_wait(settled, 120, 0.2, f"grid within {SETTLED_BAND_W} W of {TARGET_W} W at 300 W load")
+        ps = subprocess.run(["ps", "-o", "args=", "-p", ",".join(str(p.pid) for p in st.procs.procs)],
+                            capture_output=True, text=True).stdout
+        assert ps.count("qemu-arm-static") == 3, ps          # the three services really ran emulated
+    finally:
+        if sub is not None:
+            sub.socket.close(0)
+        st.procs.stop_all()
+        st.dbus.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
