@@ -32,11 +32,13 @@ if args[0] == "--migrate":
     text = open(args[1]).read()
     if "BROKEN" in text:
         sys.exit(2)
-    import os
+    import configparser, os
+    old = configparser.ConfigParser()
+    old.read_string(text)
     fd = os.open(args[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, b"[dtu]\\nhost = migrated\\n")
+    os.write(fd, ("[opendtu]\\nhost = %s\\n" % old["DEFAULT"]["Host"]).encode())
     os.close(fd)
-    print("mapped: Host -> [dtu] host")
+    print("mapped: [DEFAULT] Host -> [opendtu] host")
     sys.exit(0)
 sys.exit(1)
 '''
@@ -246,7 +248,7 @@ def test_the_original_projects_config_is_kept_and_converted(gx):
     assert result.returncode == 0, result.stderr + result.stdout
     assert (app / "config.ini.orig").read_text() == ORIGINAL_INI
     converted = (app / "config.ini").read_text()
-    assert "[SHELLY]" not in converted and "[dtu]" in converted
+    assert "[SHELLY]" not in converted and "[opendtu]" in converted and "192.168.1.50" in converted
     assert stat.S_IMODE(os.stat(app / "config.ini").st_mode) == 0o600
     again = run(app / "install.sh", env)                    # converted once: the new file is not "original"
     assert again.returncode == 0 and (app / "config.ini").read_text() == converted
