@@ -21,6 +21,8 @@ import pytest
 
 from tests.support import ROOT
 
+# a cold first test builds the bundle and bootstraps a root inside its set-up: more than the suite's 300 s default
+pytestmark = pytest.mark.timeout(900)
 ROOTS = os.path.join(ROOT, ".cache", "arm-roots")
 ARCHES = {  # machine as `uname -m` says it: (Debian architecture, qemu binary)
     "armv7l": ("armhf", "qemu-arm-static"),
