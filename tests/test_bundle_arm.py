@@ -2,8 +2,9 @@
 Cerbo/Ekrano/Venus GX) and arm64 root under qemu-user, with no pip and no compiler there.
 
 Run alone: .venv/bin/python -m pytest -q tests/test_bundle_arm.py
-The first run builds the bundle (~2 min, cached in .cache/bundle/) and bootstraps two Debian roots with Python 3.13
-(~1 min each, cached in .cache/arm-roots/); later runs take about a minute. Needs the Debian mirror apt uses here.
+The first run builds the bundle (~1 min, cached in .cache/bundle/) and bootstraps two Debian roots with Python 3.13
+(~2.5 min for both, cached in .cache/arm-roots/): ~4 min in all; later runs about a minute. Needs the Debian
+mirror apt uses here.
 """
 from __future__ import annotations
 
