@@ -8,7 +8,7 @@ GRID ?= shelly
 # The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
 TEST_WORKERS ?= 4
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,10 @@ test: setup
 
 demo: setup
 	$(PY) -m scripts.demo --seconds $(SECONDS) --grid $(GRID)
+
+# dist/dbus-opendtu-<VERSION>.tar.gz (+ .sha256): the offline GX archive (scripts/bundle.py)
+bundle: setup
+	$(PY) -m scripts.bundle
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Restarts dbus-opendtu (supervisord and the four services) through daemontools, e.g. after editing config.ini.
-# One service only: .venv-less GX:  python3 -m supervisor.supervisorctl -c supervisord.conf restart controller
+# One service only, on a GX:  PYTHONPATH=vendor/py python3 -m supervisor.supervisorctl -c supervisord.conf restart controller
 set -eu
 NAME=dbus-opendtu
 PREFIX=${PREFIX:-}

@@ -7,6 +7,7 @@ NAME=dbus-opendtu
 PREFIX=${PREFIX:-}
 SERVICE_LINK="$PREFIX/service/$NAME"
 RC_LOCAL="$PREFIX/data/rc.local"
+RC_LINE="$HERE/install.sh --boot  # $NAME"   # exactly the line install.sh adds; nothing else is touched
 SVC=${SVC:-svc}
 
 say() { echo "$NAME uninstall: $*"; }
@@ -19,8 +20,8 @@ if [ -e "$SERVICE_LINK" ] || [ -L "$SERVICE_LINK" ]; then
   rm -f "$SERVICE_LINK"
   say "removed $SERVICE_LINK"
 fi
-if [ -f "$RC_LOCAL" ] && grep -qF "# $NAME" "$RC_LOCAL"; then
-  grep -vF "# $NAME" "$RC_LOCAL" > "$RC_LOCAL.tmp" || true
+if [ -f "$RC_LOCAL" ] && grep -qxF "$RC_LINE" "$RC_LOCAL"; then
+  grep -vxF "$RC_LINE" "$RC_LOCAL" > "$RC_LOCAL.tmp" || true
   cat "$RC_LOCAL.tmp" > "$RC_LOCAL"
   rm -f "$RC_LOCAL.tmp"
   say "removed the line from $RC_LOCAL"

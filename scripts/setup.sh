@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=$ROOT/.venv
 STAMP=$VENV/.setup-stamp
-APT_PKGS="dbus libdbus-1-dev libglib2.0-dev libgirepository1.0-dev pkg-config build-essential python3-dev"
+APT_PKGS="dbus libdbus-1-dev libglib2.0-dev libgirepository1.0-dev pkg-config build-essential python3-dev qemu-user-static debootstrap binutils-arm-linux-gnueabihf gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf cmake dpkg-dev"
 # The GX runs Python 3.12 (Venus OS v3.60 and later): the venv uses 3.12 too, from pyenv when it is there.
 pick_python() {
   local p
