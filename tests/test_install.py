@@ -16,34 +16,6 @@ SHIPPED = ["install.sh", "uninstall.sh", "restart.sh", "service", "scripts/run-s
 RC_USER = "#!/bin/sh\necho other-package\n"
 
 
-def has_real_migration() -> bool:
-    with open(os.path.join(ROOT, "common", "config.py")) as handle:
-        return "--is-original" in handle.read()
-
-
-# TEST STUB, used only while the real `common.config --is-original/--migrate` CLI (built on another branch) is
-# absent: it lives only in the fake root's copy of common/config.py. Original format = a [SHELLY] section.
-STUB_CONFIG = '''
-import sys
-args = sys.argv[1:]
-if args[0] == "--is-original":
-    sys.exit(0 if "[SHELLY]" in open(args[1]).read() else 1)
-if args[0] == "--migrate":
-    text = open(args[1]).read()
-    if "BROKEN" in text:
-        sys.exit(2)
-    import configparser, os
-    old = configparser.ConfigParser()
-    old.read_string(text)
-    fd = os.open(args[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, ("[opendtu]\\nhost = %s\\n" % old["DEFAULT"]["Host"]).encode())
-    os.close(fd)
-    print("mapped: [DEFAULT] Host -> [opendtu] host")
-    sys.exit(0)
-sys.exit(1)
-'''
-
-
 def make_python(path, *, version_ok=True):
     """A python3 stand-in: the test's Python without site-packages (-S), so zmq/msgpack/supervisor come only from
     vendor/; or one that reports Python 3.8 as Venus OS v3.50 has."""
@@ -74,8 +46,6 @@ def gx(tmp_path):
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
-    if not has_real_migration():
-        (app / "common" / "config.py").write_text(STUB_CONFIG)
     add_vendor(app)
     (root / "data" / "rc.local").write_text(RC_USER)
     calls = tmp_path / "calls.log"
@@ -254,13 +224,14 @@ def test_the_original_projects_config_is_kept_and_converted(gx):
     assert again.returncode == 0 and (app / "config.ini").read_text() == converted
 
 
-@pytest.mark.skipif(has_real_migration(), reason="the stub's failure trigger; the real CLI has its own tests")
 def test_a_config_that_cannot_be_converted_is_left_as_it_was(gx):
     root, app, calls, env = gx
-    (app / "config.ini").write_text(ORIGINAL_INI + "BROKEN\n")
+    no_meter = ORIGINAL_INI.replace("Host = 192.168.1.60\n", "")     # the grid meter's host is required here
+    (app / "config.ini").write_text(no_meter)
     result = run(app / "install.sh", env)
     assert result.returncode != 0 and "could not convert" in result.stderr
-    assert (app / "config.ini").read_text() == ORIGINAL_INI + "BROKEN\n"
+    assert "[grid_meter] host missing" in result.stderr + result.stdout
+    assert (app / "config.ini").read_text() == no_meter
     assert not (app / "config.ini.orig").exists()
     assert not (root / "service" / "dbus-opendtu").exists()
 
@@ -298,3 +269,16 @@ def test_run_service_puts_project_and_vendored_packages_on_the_path(gx, tmp_path
     assert result.returncode == 0, result.stderr
     assert f"vendor/{platform.machine()}/zmq" in result.stdout and "vendor/py/msgpack" in result.stdout
     assert "--config" in result.stdout
+
+
+def test_service_run_refuses_a_bad_config_visibly_instead_of_starting_supervisord(gx):
+    """daemontools' run script checks the config first: a refused one is named in the log and the script exits
+    (svstat shows it restarting) instead of a supervisord whose four services all stop with exit 2."""
+    root, app, calls, env = gx
+    (app / "config.ini").write_text(ORIGINAL_INI)                   # the original's format, not converted
+    result = subprocess.run(["sh", str(app / "service" / "run")], capture_output=True, text=True, timeout=60,
+                            env={**env, "DBUS_OPENDTU_REFUSED_WAIT_S": "0"})
+    assert result.returncode == 2
+    assert "config refused, not starting" in result.stdout
+    assert "--migrate" in result.stdout                              # how to convert the original's config
+    assert "secret" not in result.stdout                              # its password is not shown
