@@ -4,7 +4,15 @@
 in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
 acknowledged one (or that failed, or it is due for a refresh), `/api/limit/status` is followed until Ok / Failure /
 timeout and every outcome is published as `dtu.ack`. Restarts and DTU reboots are rate-limited; a setpoint
-watchdog sends every reachable inverter to its safe minimum when the controller falls silent.
+watchdog sends every reachable inverter to its safe minimum when the controller falls silent. An inverter first
+seen gets the minimum limit at once (before any setpoint: it runs at its persistent limit until then).
+
+Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
+the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
+shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated at most every STOP_RETRY_S while unconfirmed, and
+after STOP_ALARM_S the state is "stop_failed" with a dtu.alarm. An "off" inverter that shows output is stopped
+again. Power states start "unknown" (a restarted writer assumes nothing): output seen means "on"; an inverter wanted
+on that shows no output gets one power on. An inverter with enable_switch_off = false is never sent power off.
 
 `WriterLoop` is the I/O shell: one thread, its own OpenDtuClient, setpoints arrive through a queue.
 """
@@ -34,6 +42,10 @@ ALARM_REPEAT_S = 5.0
 FLAGS_REFRESH_S = 60.0        # /api/inverter/list (command_enable flags)
 MAX_SLOTS = 64                # inverters the writer keeps state for (hostile setpoints cannot grow it)
 MAX_REFUSAL_KEYS = 1000
+STOP_CONFIRM_W = 5.0          # AC power at or below this in a sample newer than the power-off ack: stopped
+STOP_RETRY_S = 15.0           # a stop round (minimum limit, power off) at most this often while unconfirmed
+STOP_ALARM_S = 45.0           # a stop unconfirmed this long since its first round: stop_failed + dtu.alarm
+POWER_STATES = ("unknown", "on", "stopping", "stop_failed", "off")
 
 
 @dataclass(frozen=True)
@@ -45,14 +57,17 @@ class WriterParams:
     reboot_min_interval_s: float = 3600.0
     limit_refresh_s: float = 60.0
     can_control: bool = True
+    no_switch_off: tuple = ()       # [inverter.<id>] ids (serial or position) with enable_switch_off = false
 
     @classmethod
     def from_config(cls, cfg) -> "WriterParams":
         o = cfg.opendtu
+        fixed = tuple(ident for ident, ns in (getattr(cfg, "inverter", None) or {}).items()
+                      if not ns.enable_switch_off)
         return cls(min_pct=float(cfg.control.min_percent), setpoint_timeout_s=o.setpoint_timeout_s,
                    ack_timeout_s=o.limit_ack_timeout_s, restart_min_interval_s=o.inverter_restart_min_interval_s,
                    reboot_min_interval_s=o.dtu_reboot_min_interval_s, limit_refresh_s=o.limit_refresh_s,
-                   can_control=bool(o.password))
+                   can_control=bool(o.password), no_switch_off=fixed)
 
 
 @dataclass
@@ -86,8 +101,14 @@ class _Slot:
     last_restart_t: Optional[float] = None
     fail_count: int = 0          # limit failures in a row (for log throttling)
     desired_on: Optional[bool] = None   # the setpoint's "on": False = stop it, True = may run, None = not said
-    stopped: Optional[bool] = None      # True: we stopped it (power off acknowledged); False: we started it or
-                                        # it runs; None: unknown (assumed running, nothing is sent for it)
+    power_state: str = "unknown"        # POWER_STATES; only a sample of its output makes it "on" or "off"
+    sample: Optional[tuple] = None      # (ac_power_w, sample_t) of the newest sample
+    stop_min_sent: bool = False         # this stop round's minimum limit went out: power off is next
+    next_stop_t: float = float("-inf")  # the next stop round may start then
+    stop_first_t: Optional[float] = None   # first round of the current unconfirmed stop
+    off_ack_t: Optional[float] = None   # power off acknowledged (a confirming sample must be newer)
+    start_sent: bool = False            # one power on for an inverter of unknown state that shows no output
+    stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
 
 
 def _worth_logging(count: int) -> bool:
@@ -137,6 +158,8 @@ class WriterMachine:
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
             slot.desired_on = item.get("on")
+            if slot.desired_on is False:     # stopping or held (enable_switch_off = false): at the minimum
+                slot.desired_pct = self.params.min_pct
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
             elif self.commands_disabled(serial):
@@ -178,13 +201,25 @@ class WriterMachine:
             return serial in self.known_serials
         return serial in self.slots or len(self.slots) < MAX_SLOTS
 
-    def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float]) -> None:
-        """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t.
+    def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float],
+                     samples: Optional[dict] = None, now: Optional[float] = None) -> list:
+        """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t, and
+        samples {serial: (ac_power_w, sample_t)}.
 
-        A read-back limit that differs from what we had acknowledged (inverter restarted, DTU rebooted) makes
-        the acknowledged value unknown, so the desired limit is sent again."""
+        An inverter seen for the first time gets the minimum until the controller says more. A read-back limit
+        that differs from what we had acknowledged (inverter restarted, DTU rebooted) makes the acknowledged value
+        unknown, so the desired limit is sent again. Samples confirm stops (see the module doc)."""
+        for serial in serials:
+            if serial not in self.slots:
+                slot = self.slot(serial)
+                slot.desired_pct, slot.desired_reason = self.params.min_pct, "first seen: minimum until controlled"
         self.known_serials = list(serials)
         self.reachable = set(reachable)
+        out = []
+        for serial, (ac_w, sample_t) in (samples or {}).items():
+            if serial in self.slots:
+                out += self._on_sample(serial, self.slots[serial], ac_w, sample_t,
+                                       now if now is not None else sample_t)
         for serial, limit_pct in limits.items():
             slot = self.slots.get(serial)
             if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
@@ -193,6 +228,41 @@ class WriterMachine:
                 log.info("inverter %s: DTU reports limit %.1f %%, acknowledged was %.1f %%: sending again",
                          serial, limit_pct, slot.acked_pct)
                 slot.acked_pct = None
+        return out
+
+    def _on_sample(self, serial: str, slot: _Slot, ac_w: Optional[float], sample_t: float, now: float) -> list:
+        if ac_w is None or (slot.sample is not None and sample_t <= slot.sample[1]):
+            return []
+        slot.sample = (ac_w, sample_t)
+        producing = ac_w > STOP_CONFIRM_W
+        if slot.power_state == "unknown" and producing:
+            slot.power_state = "on"                     # learned: it runs
+        elif slot.power_state in ("stopping", "stop_failed") and not producing \
+                and slot.off_ack_t is not None and sample_t > slot.off_ack_t:
+            log.info("inverter %s: stop confirmed (%.0f W)", serial, ac_w)
+            slot.power_state, slot.stop_first_t = "off", None
+        elif slot.power_state == "off" and producing and slot.desired_on is False \
+                and (slot.off_ack_t is None or sample_t > slot.off_ack_t):
+            log.warning("inverter %s: stopped, but delivers %.0f W: stopping it again", serial, ac_w)
+            slot.power_state, slot.off_ack_t, slot.stop_min_sent = "stopping", None, False
+            slot.stop_first_t = now
+        return []
+
+    def _stop_alarm(self, serial: str, active: bool, detail: str) -> tuple:
+        return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "active": active, "detail": f"inverter {serial}: {detail}"})
+
+    def may_switch_off(self, serial: str) -> bool:
+        fixed = self.params.no_switch_off
+        if not fixed:
+            return True
+        index = str(self.known_serials.index(serial)) if serial in self.known_serials else None
+        if serial in fixed:
+            return False
+        # a position section applies unless the serial has its own section (the config decides: serial wins)
+        return index is None or index not in fixed
+
+    def power_states(self) -> dict:
+        return {serial: slot.power_state for serial, slot in self.slots.items()}
 
     def on_command_flags(self, flags: dict) -> None:
         """From /api/inverter/list. With command_enable off OpenDTU answers "success" and sends nothing
@@ -233,6 +303,15 @@ class WriterMachine:
                 slot.restart_wanted = False
             self.reboot_wanted = False
         for serial, slot in self.slots.items():
+            if slot.power_state == "stopping" and slot.stop_first_t is not None \
+                    and now - slot.stop_first_t > STOP_ALARM_S:
+                slot.power_state, slot.stop_alarmed = "stop_failed", True
+                log.error("inverter %s: stop not confirmed for %.0f s (still %s W): alarm", serial,
+                          now - slot.stop_first_t, "?" if slot.sample is None else f"{slot.sample[0]:.0f}")
+                out.append(self._stop_alarm(serial, True, f"stop not confirmed for {now - slot.stop_first_t:.0f} s"))
+            elif slot.stop_alarmed and slot.power_state != "stop_failed":
+                slot.stop_alarmed = False
+                out.append(self._stop_alarm(serial, False, f"now {slot.power_state}"))
             flight = slot.in_flight
             if flight is not None and flight.sent_t is not None \
                     and now - flight.sent_t > self.params.ack_timeout_s:
@@ -268,16 +347,17 @@ class WriterMachine:
                 return cmd
             if slot.desired_pct is None or serial not in self.reachable or self.commands_disabled(serial):
                 continue                  # only to inverters the DTU lists, reaches and may command
-            if slot.desired_on is False:  # stop it (once); a stopped inverter gets no limits
-                if slot.stopped is True:
-                    continue
-                cmd = Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
-                slot.in_flight = _InFlight(cmd, None)
-                return cmd
             unchanged = slot.acked_pct is not None and not slot.failed \
                 and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT
+            if slot.desired_on is False and self.may_switch_off(serial):
+                cmd = self._stop_round(serial, slot, unchanged, now)
+                if cmd is not None:
+                    slot.in_flight = _InFlight(cmd, None)
+                    return cmd
+                continue
             if unchanged and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
-                if slot.desired_on is True and slot.stopped is True:   # its limit first, then start it
+                if slot.desired_on is True and self._wants_start(slot):     # its limit first, then start it
+                    slot.start_sent = slot.power_state == "unknown"
                     cmd = Command("power_on", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
                     slot.in_flight = _InFlight(cmd, None)
                     return cmd
@@ -287,6 +367,28 @@ class WriterMachine:
             slot.in_flight = _InFlight(cmd, None)
             return cmd
         return None
+
+    def _stop_round(self, serial: str, slot: _Slot, at_min: bool, now: float) -> Optional[Command]:
+        """The next command of a stop: the minimum limit (unless in force), then power off; None: nothing now.
+        A confirmed ("off") inverter gets nothing (not even limits) until a sample shows output."""
+        if slot.power_state == "off" or now < slot.next_stop_t:
+            return None
+        if slot.power_state not in ("stopping", "stop_failed"):
+            slot.power_state, slot.off_ack_t, slot.stop_first_t = "stopping", None, now
+        if not slot.stop_min_sent and not at_min:
+            slot.stop_min_sent = True
+            return Command("limit", serial, self.params.min_pct, slot.desired_seq, "stop: the minimum limit first")
+        slot.stop_min_sent = False
+        slot.next_stop_t = now + STOP_RETRY_S
+        return Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
+
+    @staticmethod
+    def _wants_start(slot: _Slot) -> bool:
+        """A power on for one we stopped, or (once) for one of unknown state whose newest sample shows no output."""
+        if slot.power_state in ("off", "stopping", "stop_failed"):
+            return True
+        return slot.power_state == "unknown" and not slot.start_sent and slot.sample is not None \
+            and slot.sample[0] <= STOP_CONFIRM_W
 
     def on_sent(self, cmd: Command, sent_t: float, error: Optional[DtuError], now: float) -> list:
         """The POST of `cmd` left at sent_t; error None = the DTU said success."""
@@ -383,12 +485,16 @@ class WriterMachine:
         elif cmd.kind == "restart":
             slot.acked_pct = None           # it boots at its persistent limit: send ours again
             if outcome == "ok":
-                slot.stopped = None         # it boots running (or not: unknown, nothing assumed)
+                slot.power_state, slot.start_sent = "unknown", False   # it boots running (or not: nothing assumed)
             log.info("inverter %s: restart %s", serial, outcome)
         elif cmd.kind in ("power_on", "power_off"):
             if outcome == "ok":
-                slot.stopped = cmd.kind == "power_off"
-                log.info("inverter %s %s", serial, "stopped" if slot.stopped else "started")
+                if cmd.kind == "power_off":
+                    slot.off_ack_t = now    # "off" only once a newer sample shows no output
+                    log.info("inverter %s: power off acknowledged, waiting for a sample to confirm", serial)
+                else:
+                    slot.power_state, slot.stop_first_t, slot.off_ack_t = "on", None, None
+                    log.info("inverter %s started", serial)
             else:
                 slot.retry_at = now + RETRY_AFTER_FAILURE_S
                 log.warning("inverter %s: %s %s", serial, cmd.kind, outcome)
