@@ -134,7 +134,9 @@ SCHEMAS: dict[str, dict] = {
         "yield_total_kwh": F(OPT_NUM),
         "limit_pct": F(OPT_NUM),
         "limit_w": F(OPT_NUM),
-        "max_power_w": F(OPT_NUM),
+        "max_power_w": F(OPT_NUM),       # the rating used for the cap: the largest plausible one (see rating_*)
+        "power_state": F(OPT_STR, False),   # the writer's view: unknown | on | stopping | stop_failed | off ("off"
+                                            # only once a sample after the power-off ack showed ~0 W)
     },
     DTU_STATUS: {
         "ok": F((bool,)),
@@ -159,7 +161,7 @@ SCHEMAS: dict[str, dict] = {
         "detail": F(OPT_STR, False),
     },
     DTU_ALARM: {
-        "kind": F((str,)),               # setpoint_watchdog
+        "kind": F((str,)),               # setpoint_watchdog | stop_unconfirmed (detail names the inverter)
         "active": F((bool,)),
         "detail": F(OPT_STR, False),
     },

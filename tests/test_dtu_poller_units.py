@@ -495,3 +495,47 @@ def test_an_inverter_with_switch_off_disabled_is_never_sent_power_off():
             cmd = w.next_command(t)
     assert ("b", "limit", 2.0) in kinds and not [k for k in kinds if k[0] == "b" and k[1] != "limit"]
     assert (SERIAL, "power_off", None) in kinds
+
+
+def test_a_stuck_writer_thread_is_noticed_and_the_process_ends_non_zero():
+    import threading
+    from common.clock import ManualClock
+    from services.dtu_poller.service import supervise
+    from services.dtu_poller.writer import Inventory, WriterLoop
+    from tests.support import wait_for
+
+    entered, release = threading.Event(), threading.Event()
+
+    class BlockingClient:                       # a DTU whose answer never comes (the socket deadline failed)
+        def set_limit_relative(self, serial, pct):
+            entered.set()
+            release.wait(30)
+
+        def command_flags(self):
+            return {}
+
+        limit_status = power_status = command_flags
+
+    class QuietBus:
+        calls = 0
+
+        def recv(self, timeout_s):
+            QuietBus.calls += 1
+            assert QuietBus.calls < 200, "the stuck writer was not noticed"
+            clock.advance(1.0)
+            return None
+
+    clock = ManualClock()
+    inventory = Inventory()
+    writer = WriterLoop(BlockingClient(), WriterParams(min_pct=2.0), lambda t, b: None, inventory, clock=clock)
+    inventory.update([SERIAL], {SERIAL}, {}, clock.monotonic())      # first seen: the minimum goes out and blocks
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(entered.is_set, 10, what="the writer to block in the client")
+        assert supervise(QuietBus(), writer, threading.Event(), stuck_after_s=30.0, clock=clock) == 1
+        assert 30 <= QuietBus.calls <= 32
+    finally:
+        writer.stop_event.set()
+        release.set()
+        thread.join(5)

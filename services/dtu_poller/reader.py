@@ -116,6 +116,7 @@ class Reader:
     unreachable: list = field(default_factory=list)
     data_ages: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)          # serial -> hw_model_name (filled by the poll loop)
+    power_states: dict = field(default_factory=dict)    # serial -> the writer's power state (poll loop)
 
     def is_fresh(self, serial: str, sample_t: float, data_age_s: float, resolution_s: float) -> bool:
         track = self.tracks.get(serial)
@@ -126,6 +127,13 @@ class Reader:
         # Same sample seen again: sample_t jitters by the data_age resolution plus the answer latency.
         # Whole seconds: truncation (< 1 s) + latency jitter; data_age_ms: latency jitter only.
         return sample_t > track.last_sample_t + (1.5 if resolution_s >= 1.0 else 0.3)
+
+    def _body(self, live: InverterLive, index: int, sample_t: float, status, measurements: bool = True) -> dict:
+        body = inverter_body(live, index, sample_t, status, measurements, model=self.models.get(live.serial))
+        state = self.power_states.get(live.serial)
+        if state is not None:
+            body["power_state"] = state
+        return body
 
     def on_poll(self, poll: PollResult) -> list:
         out = []
@@ -156,15 +164,13 @@ class Reader:
                 if fresh and live.has_channels and not looks_unpolled(live, max_power_w(live, status)):
                     if track.last_sample_t is not None:
                         sample_t = max(sample_t, track.last_sample_t + 0.001)
-                    out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status,
-                                                              model=self.models.get(serial))))
+                    out.append((m.DTU_INVERTER, self._body(live, index, round(sample_t, 3), status)))
                     track.last_sample_t = sample_t
                     track.reachable = True
             elif track.reachable is not False:
                 # Say once that it is gone: no measurements, the old sample time (never a new sample).
                 old_t = track.last_sample_t if track.last_sample_t is not None else sample_t
-                out.append((m.DTU_INVERTER, inverter_body(live, index, round(old_t, 3), status,
-                                                          measurements=False, model=self.models.get(serial))))
+                out.append((m.DTU_INVERTER, self._body(live, index, round(old_t, 3), status, measurements=False)))
                 track.reachable = False
                 log.info("inverter %s not reachable (data_age %.0f s)", serial, live.data_age_s)
             track.last_data_age_s = live.data_age_s

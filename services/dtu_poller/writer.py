@@ -553,16 +553,28 @@ class Inventory:
     reachable: set = field(default_factory=set)
     limits: dict = field(default_factory=dict)
     poll_t: Optional[float] = None
+    samples: dict = field(default_factory=dict)      # serial -> (ac_power_w, sample_t)
     version: int = 0
+    power_states: dict = field(default_factory=dict)   # the other way: writer -> reader (dtu.inverter)
 
-    def update(self, serials, reachable, limits, poll_t) -> None:
+    def update(self, serials, reachable, limits, poll_t, samples=None) -> None:
         with self.lock:
             self.serials, self.reachable, self.limits, self.poll_t = list(serials), set(reachable), dict(limits), poll_t
+            self.samples = dict(samples or {})
             self.version += 1
 
     def snapshot(self):
         with self.lock:
-            return self.version, list(self.serials), set(self.reachable), dict(self.limits), self.poll_t
+            return self.version, list(self.serials), set(self.reachable), dict(self.limits), self.poll_t, \
+                dict(self.samples)
+
+    def set_power_states(self, states: dict) -> None:
+        with self.lock:
+            self.power_states = dict(states)
+
+    def get_power_states(self) -> dict:
+        with self.lock:
+            return dict(self.power_states)
 
 
 class WriterLoop:
@@ -576,6 +588,7 @@ class WriterLoop:
         self.stop_event = threading.Event()
         self._inventory_version = -1
         self._flags_t: Optional[float] = None
+        self.beat_t = clock.monotonic()      # heartbeat: the main thread exits the process when it stops
 
     def submit(self, body: dict, seq: Optional[int], msg_t: float) -> None:
         try:
@@ -590,6 +603,7 @@ class WriterLoop:
     def run(self) -> None:
         machine = self.machine
         while not self.stop_event.is_set():
+            self.beat_t = self.clock.monotonic()
             try:
                 item = self.inbox.get(timeout=machine.next_wakeup(self.clock.monotonic()))
             except queue.Empty:
@@ -601,10 +615,11 @@ class WriterLoop:
                     item = self.inbox.get_nowait()
                 except queue.Empty:
                     item = None
-            version, serials, reachable, limits, poll_t = self.inventory.snapshot()
+            version, serials, reachable, limits, poll_t, samples = self.inventory.snapshot()
             if version != self._inventory_version:
                 self._inventory_version = version
-                machine.on_inventory(serials, reachable, limits, poll_t)
+                self._emit(machine.on_inventory(serials, reachable, limits, poll_t, samples,
+                                                self.clock.monotonic()))
             self._emit(machine.tick(self.clock.monotonic()))
             # A new setpoint leaves at once; the HTTP reads below (flags, status of commands in flight for other
             # inverters) would otherwise delay it by their round trips.
@@ -612,6 +627,7 @@ class WriterLoop:
             self._refresh_flags(serials)
             self._poll_status()
             self._send_due()       # commands that became due with an ack seen just now
+            self.inventory.set_power_states(machine.power_states())
 
     def _send_due(self) -> None:
         """Send every command that is due now (at most one per inverter is in flight)."""
@@ -636,6 +652,7 @@ class WriterLoop:
                 self.client.reboot_dtu()
         except DtuError as exc:
             error = exc
+        self.beat_t = self.clock.monotonic()
         self._emit(self.machine.on_sent(cmd, sent_t, error, self.clock.monotonic()))
 
     def _refresh_flags(self, serials: list) -> None:
