@@ -282,14 +282,25 @@ class InverterOptions:
     enable_switch_off: bool = True
 
 
+def per_inverter(by_id, serial: Optional[str], index: Optional[int], default=None):
+    """The entry of `by_id` (a dict or (id, value) pairs) for this inverter: its serial's (a serial match wins),
+    else its position's, else `default`."""
+    by_id = dict(by_id)
+    for ident in ((serial or "").lower(), None if index is None else str(index)):
+        if ident and ident in by_id:
+            return by_id[ident]
+    return default
+
+
 def inverter_options(cfg, serial: Optional[str], index: Optional[int]) -> InverterOptions:
     """The [inverter.<id>] section for this inverter: its serial's, else its position's, else the defaults."""
-    sections = getattr(cfg, "inverter", None) or {}
-    for ident in ((serial or "").lower(), None if index is None else str(index)):
-        if ident and ident in sections:
-            ns = sections[ident]
-            return InverterOptions(ns.max_power_w, ns.enable_switch_off)
-    return InverterOptions()
+    ns = per_inverter(getattr(cfg, "inverter", None) or {}, serial, index)
+    return InverterOptions() if ns is None else InverterOptions(ns.max_power_w, ns.enable_switch_off)
+
+
+def switch_off_pairs(cfg) -> tuple:
+    """((id, enable_switch_off), ...) of the [inverter.<id>] sections, for `per_inverter`."""
+    return tuple((ident, ns.enable_switch_off) for ident, ns in (getattr(cfg, "inverter", None) or {}).items())
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

@@ -482,7 +482,7 @@ def test_a_restarted_writer_assumes_no_power_state_and_starts_one_that_shows_no_
 
 
 def test_an_inverter_with_switch_off_disabled_is_never_sent_power_off():
-    w = WriterMachine(WriterParams(min_pct=2.0, no_switch_off=("1",)), start_t=0.0)
+    w = WriterMachine(WriterParams(min_pct=2.0, switch_off=(("1", False),)), start_t=0.0)
     w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None, {SERIAL: (100.0, 0.0), "b": (100.0, 0.0)}, 0)
     kinds = []
     for t in range(0, 40):

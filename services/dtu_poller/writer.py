@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from common import messages as m
 from common.clock import SYSTEM_CLOCK
+from common.config import per_inverter, switch_off_pairs
 from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, LimitStatus, OpenDtuClient)
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,15 @@ class WriterParams:
     reboot_min_interval_s: float = 3600.0
     limit_refresh_s: float = 60.0
     can_control: bool = True
-    no_switch_off: tuple = ()       # [inverter.<id>] ids (serial or position) with enable_switch_off = false
+    switch_off: tuple = ()          # ((id, enable_switch_off), ...) from [inverter.<id>] (common.config)
 
     @classmethod
     def from_config(cls, cfg) -> "WriterParams":
         o = cfg.opendtu
-        fixed = tuple(ident for ident, ns in (getattr(cfg, "inverter", None) or {}).items()
-                      if not ns.enable_switch_off)
         return cls(min_pct=float(cfg.control.min_percent), setpoint_timeout_s=o.setpoint_timeout_s,
                    ack_timeout_s=o.limit_ack_timeout_s, restart_min_interval_s=o.inverter_restart_min_interval_s,
                    reboot_min_interval_s=o.dtu_reboot_min_interval_s, limit_refresh_s=o.limit_refresh_s,
-                   can_control=bool(o.password), no_switch_off=fixed)
+                   can_control=bool(o.password), switch_off=switch_off_pairs(cfg))
 
 
 @dataclass
@@ -252,14 +251,8 @@ class WriterMachine:
         return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "active": active, "detail": f"inverter {serial}: {detail}"})
 
     def may_switch_off(self, serial: str) -> bool:
-        fixed = self.params.no_switch_off
-        if not fixed:
-            return True
-        index = str(self.known_serials.index(serial)) if serial in self.known_serials else None
-        if serial in fixed:
-            return False
-        # a position section applies unless the serial has its own section (the config decides: serial wins)
-        return index is None or index not in fixed
+        index = self.known_serials.index(serial) if serial in self.known_serials else None
+        return per_inverter(self.params.switch_off, serial, index, True)
 
     def power_states(self) -> dict:
         return {serial: slot.power_state for serial, slot in self.slots.items()}
