@@ -206,6 +206,7 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
             inv.pending_pct = inv.pending_t = None
         elif inv.ack_t is None or t > inv.ack_t:
             inv.applied_pct = reported          # the DTU's read-back: what is in force now
+    inv.rating_implausible = body.get("rating_plausible") is False
     power_state = body.get("power_state")
     if power_state in stopping.POWER_STATES:
         stopping.adopt(state, inv, power_state, now)
@@ -508,8 +509,8 @@ def _alarms(state: State, now: float, p: Params, fig: Figures) -> dict:
                 inverter = 2
         if inv.failures and inverter < 1:
             inverter = 1
-        if inv.power_state == "stop_failed":      # the writer could not confirm a stop
-            inverter = 2
+        if inv.power_state == "stop_failed" or inv.rating_implausible:
+            inverter = 2        # a stop the writer could not confirm; a rating the DTU got wrong
     dtu = 2 if "dtu" in fig.stale else (1 if state.dtu_can_control is False else 0)
     return {"grid_meter": 2 if "grid" in fig.stale else (1 if state.grid_meter_ok is False else 0),
             "balcony_meter": 2 if "balcony" in fig.stale else 0,

@@ -13,6 +13,7 @@ from typing import Optional
 from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
+from common.config import inverter_options
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
@@ -194,8 +195,9 @@ def main(cfg, logger: logging.Logger) -> int:
         logger.warning("no [opendtu] password: read-only access, no control possible")
     poll_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
     write_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    poller = PollLoop(poll_client, Reader(can_control=params.can_control), publisher.publish, inventory,
-                      o.poll_interval)
+    reader = Reader(can_control=params.can_control,
+                    config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w)
+    poller = PollLoop(poll_client, reader, publisher.publish, inventory, o.poll_interval)
     writer = WriterLoop(write_client, params, publisher.publish, inventory)
     failed = threading.Event()
     threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]
