@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from common import messages as m
+from services.controller import core
 from services.dtu_poller.client import DtuRejected, InverterLive, InverterSummary, LimitStatus
 from services.dtu_poller.reader import PollResult, Reader
 from services.dtu_poller.writer import WriterMachine, WriterParams
@@ -41,6 +42,7 @@ class Loop:
         self.reject: set = set()
         self.ignore: set = set()
         self.grid_stale = False
+        self.grid_override: Optional[float] = None     # the next grid sample says this (an absurd value)
         self.last_grid_w: Optional[float] = None
         self.delivered: list = []          # (t, total AC W)
 
@@ -50,6 +52,13 @@ class Loop:
 
     def cap_w(self) -> float:
         return min(self.driver.state.settings.max_feed_in, self.voltage_v * self.dcl_a)
+
+    def restart_writer(self) -> None:
+        self.writer = WriterMachine(self.writer.params, start_t=self.now)
+        self.reader = Reader(can_control=True)          # the same process: the reader restarts with it
+
+    def restart_controller(self) -> None:
+        self.driver.state = core.initial_state(self.driver.params)
 
     # ---------------------------------------------------------------- the DTU
     def _dtu_send(self, cmd) -> Optional[DtuRejected]:
@@ -115,7 +124,8 @@ class Loop:
         events.append(dtu_status(serials))
         events.append(battery(voltage_v=self.voltage_v, dcl_a=self.dcl_a))
         if not self.grid_stale:
-            self.last_grid_w = self.load_w - total_w
+            self.last_grid_w = self.load_w - total_w if self.grid_override is None else self.grid_override
+            self.grid_override = None
             events.append(grid(self.last_grid_w, now))
         got = self.driver.step(events, dt=self.dt_s)
         for body in got.get(m.CTRL_SETPOINT, []):

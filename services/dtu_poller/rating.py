@@ -40,7 +40,7 @@ def nominal_w(model: Optional[str]) -> Optional[float]:
 @dataclass
 class RatingCheck:
     """Per inverter: what the AC power showed about its rating, and the verdict of the last check."""
-    observed_w: float = 0.0        # a rating the AC power proved (sticky for the process's life)
+    observed_w: float = 0.0        # a rating the AC power proved (until a settled sample fits the DTU's)
     _last_limit: Optional[float] = None
     _since_drop: int = OBSERVE_SAMPLES   # samples since the limit went down (the output may still ramp down)
     plausible: bool = True
@@ -54,10 +54,13 @@ class RatingCheck:
         dropped = self._last_limit is not None and limit_pct < self._last_limit - 0.5
         self._since_drop = 0 if dropped else self._since_drop + 1
         self._last_limit = limit_pct
-        if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w or self._since_drop < OBSERVE_SAMPLES \
-                or ac_w <= limit_pct * dtu_w / 100.0 * OBSERVE_FACTOR:
+        if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w or self._since_drop < OBSERVE_SAMPLES:
             return
-        self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
+        expected_w = limit_pct * dtu_w / 100.0
+        if ac_w > expected_w * OBSERVE_FACTOR:
+            self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
+        elif ac_w <= expected_w * (1.0 + TOLERANCE):
+            self.observed_w = 0.0           # the output fits the DTU's rating (after a restart mid-ramp, say)
 
     def rating(self, dtu_w: Optional[float], model: Optional[str], config_w: float) -> Optional[float]:
         """The rating to publish (None: nothing known; the controller then assumes its unknown_max_w)."""
