@@ -615,7 +615,10 @@ class WriterLoop:
                                                 self.clock.monotonic()))
             self._emit(machine.tick(self.clock.monotonic()))
             # A new setpoint leaves at once; the HTTP reads below (flags, status of commands in flight for other
-            # inverters) would otherwise delay it by their round trips.
+            # inverters) would otherwise delay it by their round trips. Only an inverter whose command flags are
+            # not known yet (first seen) waits for them: with commands disabled OpenDTU says "success" for nothing.
+            if not set(serials) <= set(machine.command_flags):
+                self._refresh_flags(serials)
             self._send_due()
             self._refresh_flags(serials)
             self._poll_status()
