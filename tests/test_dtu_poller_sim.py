@@ -411,3 +411,64 @@ def test_reader_reads_limit_status_only_until_the_ratings_are_known(sim, plant):
     rated = {inv.serial: inv.max_power_w for inv in plant.inverters}
     assert all(b["max_power_w"] == rated[b["serial"]] for b in bodies)
     assert all(b["limit_pct"] is None or 0 < b["limit_pct"] <= 100 for b in bodies)
+
+
+def _startup_export(with_writer: bool, seconds: float = 15.0, persistent_pct: float = 100.0) -> tuple:
+    """Export (Wh) and peak export (W) in the first `seconds` after the dtu_poller's threads start, no controller:
+    the inverters start at their persistent limit, the house takes 200 W."""
+    import threading
+    from services.dtu_poller.reader import Reader
+    from services.dtu_poller.service import PollLoop
+    from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
+    plant = Plant.demo(n_inverters=2, seed=1, scenario="quiet")
+    plant.set_load_override(200.0)
+    plant.set_balcony_override(0.0)
+    for inv in plant.inverters:
+        inv.persistent_limit_pct = inv.limit_pct = inv.target_pct = persistent_pct
+    peak = [0.0]
+    plant.add_hook(lambda now: peak.__setitem__(0, max(peak[0], -plant.grid_w)))
+    runner = RealtimeRunner(plant).start()
+    sim = make_sim(plant)
+    host = sim.url.replace("http://", "")
+    inventory = Inventory()
+    poller = PollLoop(OpenDtuClient(host, "admin", PASSWORD, 2.0), Reader(can_control=True), lambda t, b: None,
+                      inventory, 1.0)
+    loops = [poller] + ([WriterLoop(OpenDtuClient(host, "admin", PASSWORD, 2.0), WriterParams(min_pct=1.0),
+                                    lambda t, b: None, inventory)] if with_writer else [])
+    threads = [threading.Thread(target=loop.run, daemon=True) for loop in loops]
+    try:
+        with plant.lock:
+            start_wh = plant.grid_export_wh
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)                 # the measurement window itself, not a wait for a condition
+        with plant.lock:
+            return plant.grid_export_wh - start_wh, peak[0]
+    finally:
+        for loop in loops:
+            loop.stop_event.set()
+        for thread in threads:
+            thread.join(5)
+        sim.stop()
+        runner.stop()
+
+
+def test_start_up_export_is_cut_by_the_first_seen_minimum():
+    before_wh, before_peak_w = _startup_export(with_writer=False)
+    after_wh, after_peak_w = _startup_export(with_writer=True)
+    step_wh, step_peak_w = _startup_export(with_writer=True, persistent_pct=1.0)
+    print(f"start-up export, first 15 s: before {before_wh:.2f} Wh (peak {before_peak_w:.0f} W), "
+          f"after {after_wh:.2f} Wh (peak {after_peak_w:.0f} W), with the persistent minimum {step_wh:.2f} Wh "
+          f"(peak {step_peak_w:.0f} W)")
+    assert after_wh < before_wh / 3
+    assert step_wh < 0.05 and step_peak_w < 50
+
+
+def test_set_persistent_minimum_is_a_one_time_step(procs, rundir, sim, plant):
+    path = write_config(rundir, base_sections(rundir, opendtu={"host": sim.url, "password": PASSWORD},
+                                              control={"min_percent": 2}))
+    proc = procs.python("persist", "services.dtu_poller", "--config", path, "--set-persistent-minimum")
+    assert proc.popen.wait(60) == 0, proc.output()
+    assert all(inv.persistent_limit_pct == 2.0 for inv in plant.inverters)
+    assert {e["type"] for e in sim.limit_log} == {3}             # v25.9.11: relative persistent is type 3
+    assert "now start at 2 % after a restart" in proc.output()
