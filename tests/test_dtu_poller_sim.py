@@ -472,3 +472,43 @@ def test_set_persistent_minimum_is_a_one_time_step(procs, rundir, sim, plant):
     assert all(inv.persistent_limit_pct == 2.0 for inv in plant.inverters)
     assert {e["type"] for e in sim.limit_log} == {3}             # v25.9.11: relative persistent is type 3
     assert "now start at 2 % after a restart" in proc.output()
+
+
+def test_an_ignored_stop_is_not_believed_min_limit_first_and_stopped_again(procs, rundir, sim, plant, bus):
+    serials = serials_of(plant)
+    sim.set_fault("power_ignored", serials[0])          # power off acknowledged, the inverter keeps running
+    path = write_config(rundir, base_sections(rundir, opendtu={
+        "host": sim.url, "password": PASSWORD, "poll_interval": 0.5, "timeout": 1.0, "setpoint_timeout_s": 30,
+        "limit_ack_timeout_s": 8}, control={"min_percent": 5}))
+    procs.python("dtu", "services.dtu_poller", "--config", path)
+    bus.wait(lambda: any(b["ok"] and b["serials"] == serials for b in bus.bodies(m.DTU_STATUS)), 15, "dtu up")
+    bus.setpoint = {"limits": [{"serial": s, "limit_pct": 40} for s in serials]}
+    bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok" and b["limit_pct"] == 40}
+             == set(serials), 15, "running at 40 %")
+    mark = bus.mark()
+    bus.setpoint = {"limits": [{"serial": serials[0], "limit_pct": 5, "on": False}]
+                    + [{"serial": s, "limit_pct": 40} for s in serials[1:]]}
+    offs = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["command"] == "power_off"
+                             and b["outcome"] == "ok"] or None, 15, "power off acknowledged")
+    first = [b for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] == serials[0]]
+    assert first[0]["command"] == "limit" and first[0]["limit_pct"] == 5           # the minimum went first
+    assert plant.inverters[0].enabled is True
+    bus.wait(lambda: [b for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serials[0]
+                      and b.get("power_state") == "stopping" and b["ac_power_w"] > 5], 10, "still stopping")
+    again = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["command"] == "power_off"][1:] or None, 25,
+                     "a second stop round")
+    assert again[0]["sent_t_mono"] - offs[0]["sent_t_mono"] >= 15 - 0.5           # rate-limited
+    assert not [b for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serials[0] and b.get("power_state") == "off"]
+    # what it delivers meanwhile: about its minimum (5 %), not its old 40 %
+    assert plant.inverters[0].ac_power_w <= 0.10 * plant.inverters[0].max_power_w
+
+
+def test_a_dtu_that_understates_the_rating_is_not_believed(procs, rundir, sim, plant, bus):
+    serials = serials_of(plant)
+    sim.dtu.set_rating_lie(serials[0], 100.0)
+    start_service(procs, rundir, sim, setpoint_timeout_s=30)
+    got = bus.wait(lambda: [b for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serials[0]
+                            and b.get("dtu_max_power_w") == 100.0], 15, "a sample with the lie")
+    assert got[-1]["rating_plausible"] is False and got[-1]["max_power_w"] >= plant.inverters[0].max_power_w
+    honest = [b for b in bus.bodies(m.DTU_INVERTER) if b["serial"] == serials[1] and b.get("dtu_max_power_w")]
+    assert honest and honest[-1]["rating_plausible"] is True
