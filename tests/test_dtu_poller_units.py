@@ -429,8 +429,8 @@ def test_a_rejected_stop_sends_the_minimum_first_retries_rate_limited_and_alarms
             sent.append((t, cmd.kind))
             w.on_sent(cmd, t, DtuRejected("danger 11002"), t)
     offs = [t for t, kind in sent if kind == "power_off"]
-    assert offs and all(b - a >= 15 for a, b in zip([2] + offs, offs))       # rate-limited rounds
-    assert len(offs) <= 4
+    # rate-limited rounds (each its minimum limit again, then power off), the pause doubling: 15 s, 30 s, ...
+    assert offs == [22, 57] and [t for t, kind in sent if kind == "limit"] == [17, 52]
     assert [a["active"] for a in alarms] == [True] and w.power_states()[SERIAL] == "stop_failed"
 
 

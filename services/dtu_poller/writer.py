@@ -9,7 +9,7 @@ seen gets the minimum limit at once (before any setpoint: it runs at its persist
 
 Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
 the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
-shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated at most every STOP_RETRY_S while unconfirmed, and
+shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated after STOP_RETRY_S while unconfirmed (the pause doubling up to STOP_RETRY_MAX_S), and
 after STOP_ALARM_S the state is "stop_failed" with a dtu.alarm. An "off" inverter that shows output is stopped
 again. Power states start "unknown" (a restarted writer assumes nothing): output seen means "on"; an inverter wanted
 on that shows no output gets one power on. An inverter with enable_switch_off = false is never sent power off.
@@ -44,7 +44,8 @@ FLAGS_REFRESH_S = 60.0        # /api/inverter/list (command_enable flags)
 MAX_SLOTS = 64                # inverters the writer keeps state for (hostile setpoints cannot grow it)
 MAX_REFUSAL_KEYS = 1000
 STOP_CONFIRM_W = 5.0          # AC power at or below this in a sample newer than the power-off ack: stopped
-STOP_RETRY_S = 15.0           # a stop round (minimum limit, power off) at most this often while unconfirmed
+STOP_RETRY_S = 15.0           # a stop round (minimum limit, power off) at most this often while unconfirmed,
+STOP_RETRY_MAX_S = 300.0      # doubling up to this (a DTU that refuses every power command is not flooded)
 STOP_ALARM_S = 45.0           # a stop unconfirmed this long since its first round: stop_failed + dtu.alarm
 POWER_STATES = ("unknown", "on", "stopping", "stop_failed", "off")
 
@@ -105,6 +106,7 @@ class _Slot:
     stop_min_sent: bool = False         # this stop round's minimum limit went out: power off is next
     next_stop_t: float = float("-inf")  # the next stop round may start then
     stop_first_t: Optional[float] = None   # first round of the current unconfirmed stop
+    stop_rounds: int = 0                # rounds of the current unconfirmed stop
     off_ack_t: Optional[float] = None   # power off acknowledged (a confirming sample must be newer)
     start_sent: bool = False            # one power on for an inverter of unknown state that shows no output
     stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
@@ -244,7 +246,7 @@ class WriterMachine:
                 and (slot.off_ack_t is None or sample_t > slot.off_ack_t):
             log.warning("inverter %s: stopped, but delivers %.0f W: stopping it again", serial, ac_w)
             slot.power_state, slot.off_ack_t, slot.stop_min_sent = "stopping", None, False
-            slot.stop_first_t = now
+            slot.stop_first_t, slot.stop_rounds = now, 0
         return []
 
     def _stop_alarm(self, serial: str, active: bool, detail: str) -> tuple:
@@ -367,12 +369,13 @@ class WriterMachine:
         if slot.power_state == "off" or now < slot.next_stop_t:
             return None
         if slot.power_state not in ("stopping", "stop_failed"):
-            slot.power_state, slot.off_ack_t, slot.stop_first_t = "stopping", None, now
+            slot.power_state, slot.off_ack_t, slot.stop_first_t, slot.stop_rounds = "stopping", None, now, 0
         if not slot.stop_min_sent and not at_min:
             slot.stop_min_sent = True
             return Command("limit", serial, self.params.min_pct, slot.desired_seq, "stop: the minimum limit first")
         slot.stop_min_sent = False
-        slot.next_stop_t = now + STOP_RETRY_S
+        slot.stop_rounds += 1
+        slot.next_stop_t = now + min(STOP_RETRY_MAX_S, STOP_RETRY_S * 2 ** min(slot.stop_rounds - 1, 10))
         return Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
 
     @staticmethod
