@@ -209,7 +209,7 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
     inv.rating_implausible = body.get("rating_plausible") is False
     power_state = body.get("power_state")
     if power_state in stopping.POWER_STATES:
-        stopping.adopt(state, inv, power_state, now)
+        stopping.adopt(state, inv, power_state, now, p)
     protection.note_producing(inv, t)
     if newer:
         if t > state.last_dtu_sample_t:

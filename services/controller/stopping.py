@@ -39,14 +39,15 @@ def unconfirmed_w(inv: Inverter, p: Params) -> float:
     return max(inv.old_pct(p.min_percent), p.min_percent) * (inv.max_w() or p.unknown_max_w) / 100.0
 
 
-def adopt(state: State, inv: Inverter, power_state: str, now: float) -> None:
+def adopt(state: State, inv: Inverter, power_state: str, now: float, p: Params) -> None:
     """The first power_state of an inverter: a controller that restarted keeps a stopped inverter stopped (and
-    counted as in `unconfirmed_w`) instead of assuming it runs; later ones only inform the cap accounting."""
+    counted as in `unconfirmed_w`) instead of assuming it runs; later ones only inform the cap accounting. One
+    that may not be switched off is never taken as stopped (it is started: on true)."""
     inv.power_state = power_state
     if inv.power_seen:
         return
     inv.power_seen = True
-    if power_state in STOPPED_STATES and not inv.stopped:
+    if power_state in STOPPED_STATES and not inv.stopped and may_switch_off(inv, p):
         inv.stopped, inv.stopped_t, inv.not_producing_since = True, now, None
         state.setpoint_dirty = True
         state.reasons.append(f"{inv.serial}: stopped (as the DTU writer reports: {power_state})")
