@@ -539,3 +539,10 @@ def test_a_stuck_writer_thread_is_noticed_and_the_process_ends_non_zero():
         writer.stop_event.set()
         release.set()
         thread.join(5)
+
+
+def test_the_persistent_limit_type_follows_the_firmware_and_unknown_is_refused():
+    from services.dtu_poller.persistent import persistent_relative_type
+    assert [persistent_relative_type(v) for v in ("v25.5.10", "v25.9.11", "v25.9.11-12-gabcdef0", "2025.09.16",
+                                                  "2025.05.01", "v24.2.12", "", None, "dev")] == \
+        [257, 3, 3, 3, 257, 257, None, None, None]
