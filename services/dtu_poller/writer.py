@@ -552,12 +552,16 @@ class Inventory:
     samples: dict = field(default_factory=dict)      # serial -> (ac_power_w, sample_t)
     version: int = 0
     power_states: dict = field(default_factory=dict)   # the other way: writer -> reader (dtu.inverter)
+    on_new: Optional[Callable[[], None]] = None        # wakes the writer: a new inverter gets its minimum at once
 
     def update(self, serials, reachable, limits, poll_t, samples=None) -> None:
         with self.lock:
+            new = not set(serials) <= set(self.serials)
             self.serials, self.reachable, self.limits, self.poll_t = list(serials), set(reachable), dict(limits), poll_t
             self.samples = dict(samples or {})
             self.version += 1
+        if new and self.on_new is not None:
+            self.on_new()
 
     def snapshot(self):
         with self.lock:
@@ -585,12 +589,20 @@ class WriterLoop:
         self._inventory_version = -1
         self._flags_t: Optional[float] = None
         self.beat_t = clock.monotonic()      # heartbeat: the main thread exits the process when it stops
+        inventory.on_new = self.wake
 
     def submit(self, body: dict, seq: Optional[int], msg_t: float) -> None:
         try:
             self.inbox.put_nowait((body, seq, msg_t))
         except queue.Full:
             log.warning("writer inbox full: setpoint dropped (the next one is full state)")
+
+    def wake(self) -> None:
+        """From another thread: look at the inventory now (None in the inbox is a wake-up, not a setpoint)."""
+        try:
+            self.inbox.put_nowait(None)
+        except queue.Full:
+            pass
 
     def _emit(self, messages: list) -> None:
         for topic, body in messages:
