@@ -135,7 +135,7 @@ SCHEMAS: dict[str, dict] = {
         "limit_pct": F(OPT_NUM),
         "limit_w": F(OPT_NUM),
         "max_power_w": F(OPT_NUM),       # the rating used for the cap: the largest plausible one (see rating_*)
-        "dtu_max_power_w": F(OPT_NUM, False),   # the rating the DTU reports (not trusted: services/dtu_poller/rating.py)
+        "dtu_max_power_w": F(OPT_NUM, False),   # the rating the DTU reports (checked: services/dtu_poller/rating.py)
         "rating_plausible": F(OPT_BOOL, False),  # False: the DTU's rating disagrees with the model, config or AC
                                                  # power; max_power_w is then the conservative bound (alarm)
         "power_state": F(OPT_STR, False),   # the writer's view: unknown | on | stopping | stop_failed | off ("off"

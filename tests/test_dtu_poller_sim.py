@@ -197,10 +197,15 @@ def test_process_publishes_fresh_samples_applies_limits_and_reports_acks(procs, 
     assert_no_sample_twice(bus, serials)
 
     # ack flow: both inverters to 40 %
+    # (before any setpoint each inverter got the minimum, as soon as the DTU listed it)
+    first = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok" and b["setpoint_seq"] is None]
+                     if {b["serial"] for b in bus.bodies(m.DTU_ACK) if b["setpoint_seq"] is None} == set(serials)
+                     else None, 15, "the minimum for both")
+    assert {b["limit_pct"] for b in first} == {1.0} and "first seen" in first[0]["detail"]
     bus.setpoint = {"limits": [{"serial": s, "limit_pct": 40} for s in serials]}
-    bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok"} == set(serials),
-             15, "ok acks for both")
-    oks = [b for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok"]
+    bus.wait(lambda: {b["serial"] for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok" and b["setpoint_seq"]}
+             == set(serials), 15, "ok acks for both")
+    oks = [b for b in bus.bodies(m.DTU_ACK) if b["outcome"] == "ok" and b["setpoint_seq"] is not None]
     for ack in oks:
         assert ack["limit_pct"] == 40 and 0 < ack["latency_s"] < 8.5 and ack["setpoint_seq"] in bus.setpoint_seqs
         assert ack["sent_t_mono"] <= time.monotonic()

@@ -46,7 +46,9 @@ ACTIONS = ("none", "stale", "fresh", "reject_limit", "ignore_limit", "reject_pow
 STALE_GRACE_STEPS = 5 + 3
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=[Phase.explicit, Phase.reuse, Phase.generate])   # no shrinking: minutes for little
+# no shrinking phase: it took minutes for little
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(max_feed_in=st.sampled_from([0, 5, 300, 700]), dcl_a=st.sampled_from([0.0, 5.0, 20.0]),
        lie=st.booleans(),
        script=st.lists(st.tuples(st.sampled_from(ACTIONS), st.floats(-1e6, 1e6), st.floats(0, 4000)),

@@ -9,10 +9,11 @@ seen gets the minimum limit at once (before any setpoint: it runs at its persist
 
 Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
 the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
-shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated after STOP_RETRY_S while unconfirmed (the pause doubling up to STOP_RETRY_MAX_S), and
-after STOP_ALARM_S the state is "stop_failed" with a dtu.alarm. An "off" inverter that shows output is stopped
-again. Power states start "unknown" (a restarted writer assumes nothing): output seen means "on"; an inverter wanted
-on that shows no output gets one power on. An inverter with enable_switch_off = false is never sent power off.
+shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated after STOP_RETRY_S while unconfirmed (the pause
+doubling up to STOP_RETRY_MAX_S), and after STOP_ALARM_S the state is "stop_failed" with a dtu.alarm. An "off"
+inverter that shows output is stopped again. Power states start "unknown" (a restarted writer assumes nothing):
+output seen means "on"; an inverter wanted on that shows no output gets one power on. An inverter with
+enable_switch_off = false is never sent power off.
 
 `WriterLoop` is the I/O shell: one thread, its own OpenDtuClient, setpoints arrive through a queue.
 """
@@ -203,7 +204,7 @@ class WriterMachine:
         return serial in self.slots or len(self.slots) < MAX_SLOTS
 
     def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float],
-                     samples: Optional[dict] = None, now: Optional[float] = None) -> list:
+                     samples: Optional[dict] = None, now: Optional[float] = None) -> None:
         """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t, and
         samples {serial: (ac_power_w, sample_t)}.
 
@@ -216,11 +217,9 @@ class WriterMachine:
                 slot.desired_pct, slot.desired_reason = self.params.min_pct, "first seen: minimum until controlled"
         self.known_serials = list(serials)
         self.reachable = set(reachable)
-        out = []
         for serial, (ac_w, sample_t) in (samples or {}).items():
             if serial in self.slots:
-                out += self._on_sample(serial, self.slots[serial], ac_w, sample_t,
-                                       now if now is not None else sample_t)
+                self._on_sample(serial, self.slots[serial], ac_w, sample_t, now if now is not None else sample_t)
         for serial, limit_pct in limits.items():
             slot = self.slots.get(serial)
             if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
@@ -229,11 +228,10 @@ class WriterMachine:
                 log.info("inverter %s: DTU reports limit %.1f %%, acknowledged was %.1f %%: sending again",
                          serial, limit_pct, slot.acked_pct)
                 slot.acked_pct = None
-        return out
 
-    def _on_sample(self, serial: str, slot: _Slot, ac_w: Optional[float], sample_t: float, now: float) -> list:
+    def _on_sample(self, serial: str, slot: _Slot, ac_w: Optional[float], sample_t: float, now: float) -> None:
         if ac_w is None or (slot.sample is not None and sample_t <= slot.sample[1]):
-            return []
+            return
         slot.sample = (ac_w, sample_t)
         producing = ac_w > STOP_CONFIRM_W
         if slot.power_state == "unknown" and producing:
@@ -247,7 +245,6 @@ class WriterMachine:
             log.warning("inverter %s: stopped, but delivers %.0f W: stopping it again", serial, ac_w)
             slot.power_state, slot.off_ack_t, slot.stop_min_sent = "stopping", None, False
             slot.stop_first_t, slot.stop_rounds = now, 0
-        return []
 
     def _stop_alarm(self, serial: str, active: bool, detail: str) -> tuple:
         return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "active": active, "detail": f"inverter {serial}: {detail}"})
@@ -626,8 +623,7 @@ class WriterLoop:
             version, serials, reachable, limits, poll_t, samples = self.inventory.snapshot()
             if version != self._inventory_version:
                 self._inventory_version = version
-                self._emit(machine.on_inventory(serials, reachable, limits, poll_t, samples,
-                                                self.clock.monotonic()))
+                machine.on_inventory(serials, reachable, limits, poll_t, samples, self.clock.monotonic())
             self._emit(machine.tick(self.clock.monotonic()))
             # A new setpoint leaves at once; the HTTP reads below (flags, status of commands in flight for other
             # inverters) would otherwise delay it by their round trips. Only an inverter whose command flags are
