@@ -108,6 +108,7 @@ class Section:
     keys: dict
     optional: bool = False       # the whole section may be absent
     doc: str = ""
+    pattern: str = ""            # a family of sections "<name>.<id>" (id matching this regex), each optional
 
 
 def _grid_service(raw: str) -> str:
@@ -249,6 +250,16 @@ SCHEMA: dict[str, Section] = {
         "status_stale_s": Key(_float, 15.0, min=2, max=600,
                               doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
     }, doc="Venus OS D-Bus services"),
+    "inverter": Section({
+        "max_power_w": Key(_int, 0, min=0, max=3000,
+                           doc="W, this inverter's nominal power: a plausibility bound for the rating the DTU "
+                               "reports (the larger counts); 0 = not set"),
+        "enable_switch_off": Key(_bool, True,
+                                 doc="false: never switched off, only held at its minimum limit (the cap then "
+                                     "counts its minimum output)"),
+    }, optional=True, pattern=r"[0-9a-fA-F]{5,16}|[0-9]|1[0-5]",
+        doc="one per inverter, [inverter.<serial>] or [inverter.<position 0..15 in the DTU's order>] (a serial "
+            "match wins)"),
     "bus": Section({
         "rundir": Key(_str, "/run/dbus-opendtu",
                       doc="ipc:// sockets live here; a folder of our own, mode 0700 (a GX: under /run, in memory)"),
@@ -280,6 +291,51 @@ def _check_range(path, section, key, spec: Key, raw, value):
         raise ConfigError(path, section, key, raw, f"must be <= {spec.max:g}")
 
 
+def _section_values(path: str, section: str, spec: Section, given) -> SimpleNamespace:
+    out = {}
+    for key, kspec in spec.keys.items():
+        raw = given.get(key) if given else None
+        if raw is None or (kspec.required and raw.strip() == ""):
+            if kspec.required:
+                raise ConfigError(path, section, key, raw, "required key is missing or empty")
+            out[key] = kspec.default
+            continue
+        try:
+            value = kspec.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(path, section, key, raw, str(exc)) from None
+        _check_range(path, section, key, kspec, raw, value)
+        out[key] = value
+    return SimpleNamespace(**out)
+
+
+@dataclass(frozen=True)
+class InverterOptions:
+    max_power_w: int = 0              # 0: not set
+    enable_switch_off: bool = True
+
+
+def per_inverter(by_id, serial: Optional[str], index: Optional[int], default=None):
+    """The entry of `by_id` (a dict or (id, value) pairs) for this inverter: its serial's (a serial match wins),
+    else its position's, else `default`."""
+    by_id = dict(by_id)
+    for ident in ((serial or "").lower(), None if index is None else str(index)):
+        if ident and ident in by_id:
+            return by_id[ident]
+    return default
+
+
+def inverter_options(cfg, serial: Optional[str], index: Optional[int]) -> InverterOptions:
+    """The [inverter.<id>] section for this inverter: its serial's, else its position's, else the defaults."""
+    ns = per_inverter(getattr(cfg, "inverter", None) or {}, serial, index)
+    return InverterOptions() if ns is None else InverterOptions(ns.max_power_w, ns.enable_switch_off)
+
+
+def switch_off_pairs(cfg) -> tuple:
+    """((id, enable_switch_off), ...) of the [inverter.<id>] sections, for `per_inverter`."""
+    return tuple((ident, ns.enable_switch_off) for ident, ns in (getattr(cfg, "inverter", None) or {}).items())
+
+
 def parse_config(text: str, path: str = "<string>") -> Config:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
                                        default_section="\x00none")
@@ -292,16 +348,30 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     except configparser.Error as exc:
         raise ConfigError(path, None, None, None, f"not an ini file: {exc.message.splitlines()[0]}") from None
 
+    families: dict[str, dict] = {name: {} for name, spec in SCHEMA.items() if spec.pattern}
     for section in parser.sections():
-        if section not in SCHEMA:
-            raise ConfigError(path, section, None, None,
-                              f"unknown section (known: {', '.join(SCHEMA)})")
+        family, _, ident = section.partition(".")
+        spec = SCHEMA.get(family)
+        if spec is not None and spec.pattern and ident:
+            if not re.fullmatch(spec.pattern, ident):
+                raise ConfigError(path, section, None, None,
+                                  f"'{ident}' is neither an inverter serial (hex) nor a position 0..15")
+            if ident.lower() in families[family]:
+                raise ConfigError(path, section, None, None, "section given twice")
+        elif section not in SCHEMA or spec.pattern:
+            known = [f"{n}.<id>" if s.pattern else n for n, s in SCHEMA.items()]
+            raise ConfigError(path, section, None, None, f"unknown section (known: {', '.join(known)})")
         for key in parser[section]:
-            if key not in SCHEMA[section].keys:
+            if key not in spec.keys:
                 raise ConfigError(path, section, key, parser[section][key], "unknown key")
+        if spec.pattern:
+            families[family][ident.lower()] = _section_values(path, section, spec, parser[section])
 
     values: dict[str, Optional[SimpleNamespace]] = {}
     for section, spec in SCHEMA.items():
+        if spec.pattern:
+            values[section] = families[section]      # id -> namespace
+            continue
         if section not in parser:
             if spec.optional:
                 values[section] = None
@@ -309,22 +379,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             if any(k.required for k in spec.keys.values()):
                 missing = next(name for name, k in spec.keys.items() if k.required)
                 raise ConfigError(path, section, missing, None, "missing required section")
-        given = parser[section] if section in parser else {}
-        out = {}
-        for key, kspec in spec.keys.items():
-            raw = given.get(key) if given else None
-            if raw is None or (kspec.required and raw.strip() == ""):
-                if kspec.required:
-                    raise ConfigError(path, section, key, raw, "required key is missing or empty")
-                out[key] = kspec.default
-                continue
-            try:
-                value = kspec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(path, section, key, raw, str(exc)) from None
-            _check_range(path, section, key, kspec, raw, value)
-            out[key] = value
-        values[section] = SimpleNamespace(**out)
+        values[section] = _section_values(path, section, spec, parser[section] if section in parser else {})
 
     grid = values["grid_meter"]
     if grid.source == "shelly" and not grid.host:
@@ -359,7 +414,7 @@ def example_ini() -> str:
              "; them. Check a file with: python -m common.config PATH", ""]
     for name, spec in SCHEMA.items():
         pre = "; " if spec.optional else ""
-        head = f"{pre}[{name}]"
+        head = f"{pre}[{name}.0]" if spec.pattern else f"{pre}[{name}]"
         if spec.doc or spec.optional:
             head += f"    ; {'optional: ' if spec.optional else ''}{spec.doc}"
         lines.append(head)
@@ -391,7 +446,7 @@ def markdown_reference() -> str:
                 rng = f"{k.min:g}..{k.max:g}"
             else:
                 rng = ""
-            section = f"`[{name}]`" + (" (optional)" if spec.optional else "")
+            section = (f"`[{name}.<id>]`" if spec.pattern else f"`[{name}]`") + (" (optional)" if spec.optional else "")
             rows.append(f"| {section} | `{key}` | {default} | {rng} | {k.doc} |")
     return "\n".join(rows)
 
@@ -427,7 +482,7 @@ def main(argv=None) -> int:
             print(f"{args[0]} is the original dbus-opendtu's config: convert it with python3 -m common.config "
                   f"--migrate {args[0]} --output NEW.ini (install.sh does this)", file=sys.stderr)
         return CONFIG_EXIT_CODE
-    present = [name for name in SCHEMA if getattr(cfg, name) is not None]
+    present = [name for name in SCHEMA if getattr(cfg, name) not in (None, {})]
     print(f"{args[0]}: ok (sections: {', '.join(present)})")
     return 0
 

@@ -141,7 +141,12 @@ SCHEMAS: dict[str, dict] = {
         "yield_total_kwh": F(OPT_NUM),
         "limit_pct": F(OPT_NUM),
         "limit_w": F(OPT_NUM),
-        "max_power_w": F(OPT_NUM),
+        "max_power_w": F(OPT_NUM),       # the rating used for the cap: the largest plausible one (see rating_*)
+        "dtu_max_power_w": F(OPT_NUM, False),   # the rating the DTU reports (checked: services/dtu_poller/rating.py)
+        "rating_plausible": F(OPT_BOOL, False),  # False: the DTU's rating disagrees with the model, config or AC
+                                                 # power; max_power_w is then the conservative bound (alarm)
+        "power_state": F(OPT_STR, False),   # the writer's view: unknown | on | stopping | stop_failed | off ("off"
+                                            # only once a sample after the power-off ack showed ~0 W)
     },
     DTU_STATUS: {
         "ok": F((bool,)),
@@ -166,7 +171,7 @@ SCHEMAS: dict[str, dict] = {
         "detail": F(OPT_STR, False),
     },
     DTU_ALARM: {
-        "kind": F((str,)),               # setpoint_watchdog
+        "kind": F((str,)),               # setpoint_watchdog | stop_unconfirmed (detail names the inverter)
         "active": F((bool,)),
         "detail": F(OPT_STR, False),
     },

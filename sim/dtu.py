@@ -12,7 +12,10 @@ Per inverter:
 * `limit_relative` is 0 after boot until the first ack or the read-back `limit_readback_s` after boot;
   `max_power` is 0 until the first successful stats poll.
 Faults per inverter: `unreachable` (no answers: polls fail, commands fail, values stale), `limit_failure` (stats work,
-limits never acked), `stale` (not polled at all: data_age grows, `reachable` stays true).
+limits never acked), `stale` (not polled at all: data_age grows, `reachable` stays true), `power_ignored` (power
+commands are acknowledged, Ok, but the inverter keeps running: a stop that only the output can disprove).
+A rating lie (`set_rating_lie(serial, w)`): the DTU reports `w` as the rated power (limit status, limit_absolute,
+devinfo max_power) while the inverter delivers its real one.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Optional
 
 from sim.plant import Inverter, Plant, efficiency
 
-INVERTER_FAULTS = ("unreachable", "limit_failure", "stale")
+INVERTER_FAULTS = ("unreachable", "limit_failure", "stale", "power_ignored")
 
 
 @dataclass
@@ -77,6 +80,7 @@ class InverterRadio:
     last_limit_cmd_s: Optional[float] = None
     power_inflight: Optional[Command] = None
     faults: set = field(default_factory=set)
+    rating_lie_w: Optional[float] = None    # reported instead of the real rating
     tx_request: int = 0
     tx_re_request: int = 0
     rx_success: int = 0
@@ -127,7 +131,9 @@ class DtuModel:
         return self.plant.now_s - radio.stats_t_s
 
     def max_power_w(self, radio: InverterRadio) -> float:
-        return radio.inv.max_power_w if radio.devinfo_known else 0.0
+        if not radio.devinfo_known:
+            return 0.0
+        return radio.rating_lie_w if radio.rating_lie_w is not None else radio.inv.max_power_w
 
     def limit_relative(self, radio: InverterRadio) -> float:
         return radio.limit_reported_pct if radio.limit_known else 0.0
@@ -147,6 +153,10 @@ class DtuModel:
     def set_global_stale(self, on: bool) -> None:
         with self.plant.lock:
             self.global_stale = bool(on)
+
+    def set_rating_lie(self, serial: str, rating_w: Optional[float]) -> None:
+        with self.plant.lock:
+            self.by_serial[serial.lower()].rating_lie_w = rating_w
 
     def set_command_enable(self, serial: str, enabled: bool) -> None:
         with self.plant.lock:
@@ -269,7 +279,9 @@ class DtuModel:
             pcmd = radio.power_inflight
             if pcmd is not None:
                 if pcmd.ack_at_s is not None and now >= pcmd.ack_at_s and self._link_ok(radio):
-                    if pcmd.value == "restart":
+                    if "power_ignored" in radio.faults:
+                        pass                                # acknowledged, and nothing happens
+                    elif pcmd.value == "restart":
                         radio.inv.restart(now)
                     else:
                         radio.inv.set_enabled(pcmd.value == "on")

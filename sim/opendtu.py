@@ -8,8 +8,8 @@ yields in `AC."0"`); ≥ v24.2.12 summary + `?inv=`; `data_age_ms` ≥ v25.4.2; 
 types (numeric serial → 1005) ≥ v24.9.21; persistent limit types 256/257 ≤ v25.5.10, 2/3 ≥ v25.9.11.
 
 Faults (`set_fault`): refused, hang, drip, absurd (httpbase), http500, http429, html, null, garbage, http401
-(every request); stale
-(no `serial`: the DTU stops polling; with `serial`: that inverter only); unreachable, limit_failure (per inverter,
+(every request); stale (no `serial`: the DTU stops polling; with `serial`: that inverter only); unreachable,
+limit_failure, power_ignored (per inverter,
 all inverters when `serial` is None). `set_fault(None)` clears everything, `set_fault(None, serial)` that inverter.
 """
 from __future__ import annotations
@@ -367,7 +367,7 @@ class OpenDtuSimulator(SimHttpServer):
                               "fw_build_version": 10112 if known else 0,
                               "hw_part_number": 269553669 if known else 0, "hw_version": "01.00" if known else "",
                               "hw_model_name": radio.inv.spec.model if known else "",
-                              "max_power": int(radio.inv.max_power_w) if known else 0,
+                              "max_power": int(self.dtu.max_power_w(radio)),
                               "fw_build_datetime": "2022-09-21 13:57:00" if known else "",
                               "pdl_supported": False})
 

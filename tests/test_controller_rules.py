@@ -897,3 +897,53 @@ def test_stopped_inverters_are_not_restarted_nor_alarmed_and_start_after_the_hol
     assert _on(d) == {"A": False, "B": False}
     d.step([setting("c5", "max_feed_in", 700)], dt=0.1)
     assert _on(d) == {"A": True, "B": True}
+
+
+def _powered(serial, t, state, **kw):
+    topic, body = inverter(serial, t, **kw)
+    return topic, m.check_body(topic, dict(body, power_state=state))
+
+
+def test_a_stop_not_confirmed_counts_at_its_last_applied_limit_and_then_nothing():
+    # A and B run at 40 % (160 W each, HM-400); the cap drops to 6 W: B is stopped first
+    d = _project(("A", "B"), limit=40.0)
+    d.step([setting("c1", "max_feed_in", 6), grid(300, d.now)], dt=0.1)
+    assert _on(d)["B"] is False
+    # B's stop is not confirmed (the writer reports "stopping", B still at 40 %): A must leave room for B's 160 W
+    for _ in range(3):
+        t = d.now + 1.0
+        d.step([grid(300, t), _powered("A", t - 0.5, "on", limit_pct=40.0, index=0),
+                _powered("B", t - 0.5, "stopping", limit_pct=40.0, index=1)], dt=1.0)
+    assert _on(d) == {"A": False, "B": False}
+    # a stop_failed inverter raises the inverter alarm
+    t = d.now + 1.0
+    d.step([grid(300, t), _powered("B", t - 0.5, "stop_failed", limit_pct=40.0, index=1)], dt=1.0)
+    assert d.last(m.CTRL_STATUS)["alarms"]["inverter"] == 2
+    # confirmed off: B counts nothing; A may run again after the hold time
+    for _ in range(8):
+        t = d.now + 10.0
+        d.step([setting("c2", "max_feed_in", 100), grid(300, t), battery(voltage_v=52.0, dcl_a=20.0),
+                _powered("A", t - 0.5, "off", limit_pct=1.0, index=0, producing=False),
+                _powered("B", t - 0.5, "off", limit_pct=1.0, index=1, producing=False)], dt=10.0)
+    assert _on(d) == {"A": True, "B": True} and d.last(m.CTRL_STATUS)["alarms"]["inverter"] == 0
+
+
+def test_a_restarted_controller_keeps_inverters_the_writer_reports_stopped():
+    d = _project(("A", "B"), limit=10.0, running=False)
+    assert _on(d) == {"A": True, "B": True}
+    t = d.now + 1.0
+    d.step([grid(300, t), _powered("A", t - 0.5, "on", index=0), _powered("B", t - 0.5, "off", index=1,
+                                                                          producing=False)], dt=1.0)
+    assert _on(d) == {"A": True, "B": False}
+    t = d.now + 30.0        # within the hold time it stays stopped although the cap would allow it
+    d.step([grid(300, t), battery(voltage_v=52.0, dcl_a=20.0), _powered("B", t - 0.5, "off", index=1,
+                                                                         producing=False)], dt=30.0)
+    assert _on(d)["B"] is False
+
+
+def test_an_inverter_that_may_not_be_switched_off_is_held_at_its_minimum_and_others_stop_first():
+    d = _project(("A", "B"), limit=10.0, switch_off=(("1", False),))      # B (position 1) never switched off
+    d.step([setting("c1", "max_feed_in", 6), grid(300, d.now)], dt=0.1)
+    assert _on(d) == {"A": False, "B": True} and d.limits()["B"] == P.min_percent
+    d.step([setting("c2", "max_feed_in", 0), grid(300, d.now)], dt=0.5)
+    assert _on(d) == {"A": False, "B": True} and d.limits()["B"] == P.min_percent

@@ -231,6 +231,8 @@ def machine(**kw):
     params = WriterParams(**{"min_pct": 2.0, "setpoint_timeout_s": 10.0, "ack_timeout_s": 15.0, **kw})
     w = WriterMachine(params, start_t=0.0)
     w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)
+    for slot in w.slots.values():        # the first-seen minimum (test_first_seen_...) is not what these test
+        slot.desired_pct = None
     return w
 
 
@@ -401,3 +403,165 @@ def test_inverter_with_commands_disabled_gets_no_limit():
     assert w.next_command(0) is None
     w.on_command_flags({SERIAL: (True, True), "b": (True, True)})
     assert w.next_command(1).serial == "b"
+
+
+# ------------------------------------------------------------------ stopping, power state, start-up (#14, #15)
+
+def _ok(w, cmd, t):
+    """Send `cmd` at t and see its status Ok at t + 0.5."""
+    w.on_sent(cmd, t, None, t)
+    if cmd.kind == "limit":
+        return w.on_limit_status({cmd.serial: LimitStatus(cmd.limit_pct, 400, "Ok")}, t + 0.5)
+    return w.on_power_status({cmd.serial: "Ok"}, t + 0.5)
+
+
+def stop_setpoint(serial, on=False):
+    return m.check_body(m.CTRL_SETPOINT, {"limits": [{"serial": serial, "limit_pct": 2.0, "on": on}]})
+
+
+def test_first_seen_inverter_gets_the_minimum_before_any_setpoint():
+    w = WriterMachine(WriterParams(min_pct=2.0), start_t=0.0)
+    w.on_inventory([SERIAL], {SERIAL}, {}, None)
+    cmd = w.next_command(0.0)
+    assert (cmd.kind, cmd.serial, cmd.limit_pct) == ("limit", SERIAL, 2.0) and "first seen" in cmd.reason
+
+
+def test_a_rejected_stop_sends_the_minimum_first_retries_rate_limited_and_alarms():
+    w = machine()
+    w.on_inventory([SERIAL], {SERIAL}, {}, None, {SERIAL: (320.0, 0.0)}, 0.0)     # runs at 80 %
+    w.slots[SERIAL].acked_pct, w.slots[SERIAL].acked_t = 80.0, 0.0
+    w.on_setpoint(stop_setpoint(SERIAL), seq=1, msg_t=1, now=1)
+    first = w.next_command(1)
+    assert (first.kind, first.limit_pct) == ("limit", 2.0)            # the minimum before the power off
+    _ok(w, first, 1)
+    off = w.next_command(2)
+    assert off.kind == "power_off"
+    [ack] = acks(w.on_sent(off, 2, DtuRejected("danger 11002"), 2))
+    assert ack["outcome"] == "rejected" and w.power_states()[SERIAL] == "stopping"
+    sent = []
+    alarms = []
+    for t in range(3, 61):
+        w.on_setpoint(stop_setpoint(SERIAL), seq=t, msg_t=t, now=t)
+        alarms += [b for topic, b in w.tick(t) if topic == m.DTU_ALARM and b["kind"] == "stop_unconfirmed"]
+        cmd = w.next_command(t)
+        if cmd is not None:
+            sent.append((t, cmd.kind))
+            w.on_sent(cmd, t, DtuRejected("danger 11002"), t)
+    offs = [t for t, kind in sent if kind == "power_off"]
+    # rate-limited rounds (each its minimum limit again, then power off), the pause doubling: 15 s, 30 s, ...
+    assert offs == [22, 57] and [t for t, kind in sent if kind == "limit"] == [17, 52]
+    assert [a["active"] for a in alarms] == [True] and w.power_states()[SERIAL] == "stop_failed"
+
+
+def test_a_stop_is_confirmed_only_by_a_newer_sample_near_zero_and_repeated_if_output_returns():
+    w = machine()
+    w.on_inventory([SERIAL], {SERIAL}, {}, None, {SERIAL: (320.0, 0.0)}, 0.0)
+    w.on_setpoint(stop_setpoint(SERIAL), seq=1, msg_t=1, now=1)
+    _ok(w, w.next_command(1), 1)                       # minimum
+    off = w.next_command(2)
+    _ok(w, off, 2)                                     # power off acknowledged at 2.5
+    assert w.power_states()[SERIAL] == "stopping"
+    w.on_inventory([SERIAL], {SERIAL}, {}, 2.0, {SERIAL: (0.0, 2.2)}, 3)       # older than the ack
+    assert w.power_states()[SERIAL] == "stopping"
+    w.on_inventory([SERIAL], {SERIAL}, {}, 4.0, {SERIAL: (1.0, 4.0)}, 4)
+    assert w.power_states()[SERIAL] == "off"
+    w.on_setpoint(stop_setpoint(SERIAL), seq=2, msg_t=5, now=5)
+    assert w.next_command(5) is None                    # confirmed: nothing more
+    w.on_inventory([SERIAL], {SERIAL}, {}, 30.0, {SERIAL: (150.0, 30.0)}, 30)  # it delivers again
+    assert w.power_states()[SERIAL] == "stopping"
+    again = w.next_command(30)
+    assert again.kind == "power_off"                    # the minimum is still acknowledged: straight power off
+    # wanted on again: started (the limit is in force)
+    _ok(w, again, 30)
+    w.on_setpoint(stop_setpoint(SERIAL, on=True), seq=3, msg_t=40, now=40)
+    start = w.next_command(40)
+    assert start.kind == "power_on"
+    _ok(w, start, 40)
+    assert w.power_states()[SERIAL] == "on"
+
+
+def test_a_restarted_writer_assumes_no_power_state_and_starts_one_that_shows_no_output():
+    w = machine()
+    assert w.power_states() == {SERIAL: "unknown", "b": "unknown"}
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, 1.0, {SERIAL: (120.0, 1.0), "b": (0.0, 1.0)}, 1)
+    assert w.power_states() == {SERIAL: "on", "b": "unknown"}
+    w.on_setpoint(setpoint((SERIAL, 30), ("b", 30)), seq=1, msg_t=1, now=1)   # "on" absent: may run
+    w.on_setpoint(m.check_body(m.CTRL_SETPOINT, {"limits": [{"serial": SERIAL, "limit_pct": 30, "on": True},
+                                                           {"serial": "b", "limit_pct": 30, "on": True}]}),
+                  seq=2, msg_t=1, now=1)
+    kinds = []
+    for t in range(1, 5):
+        cmd = w.next_command(t)
+        while cmd is not None:
+            kinds.append((cmd.serial, cmd.kind))
+            _ok(w, cmd, t)
+            cmd = w.next_command(t)
+    assert (("b", "power_on") in kinds) and ((SERIAL, "power_on") not in kinds)
+    assert kinds.count(("b", "power_on")) == 1
+
+
+def test_an_inverter_with_switch_off_disabled_is_never_sent_power_off():
+    w = WriterMachine(WriterParams(min_pct=2.0, switch_off=(("1", False),)), start_t=0.0)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None, {SERIAL: (100.0, 0.0), "b": (100.0, 0.0)}, 0)
+    kinds = []
+    for t in range(0, 40):
+        body = {"limits": [{"serial": s, "limit_pct": 2.0, "on": False} for s in (SERIAL, "b")]}
+        w.on_setpoint(m.check_body(m.CTRL_SETPOINT, body), seq=t, msg_t=t, now=t)
+        cmd = w.next_command(t)
+        while cmd is not None:
+            kinds.append((cmd.serial, cmd.kind, cmd.limit_pct))
+            _ok(w, cmd, t)
+            cmd = w.next_command(t)
+    assert ("b", "limit", 2.0) in kinds and not [k for k in kinds if k[0] == "b" and k[1] != "limit"]
+    assert (SERIAL, "power_off", None) in kinds
+
+
+def test_a_stuck_writer_thread_is_noticed_and_the_process_ends_non_zero():
+    import threading
+    from common.clock import ManualClock
+    from services.dtu_poller.service import supervise
+    from services.dtu_poller.writer import Inventory, WriterLoop
+    from tests.support import wait_for
+
+    entered, release = threading.Event(), threading.Event()
+
+    class BlockingClient:                       # a DTU whose answer never comes (the socket deadline failed)
+        def set_limit_relative(self, serial, pct):
+            entered.set()
+            release.wait(30)
+
+        def command_flags(self):
+            return {}
+
+        limit_status = power_status = command_flags
+
+    class QuietBus:
+        calls = 0
+
+        def recv(self, timeout_s):
+            QuietBus.calls += 1
+            assert QuietBus.calls < 200, "the stuck writer was not noticed"
+            clock.advance(1.0)
+            return None
+
+    clock = ManualClock()
+    inventory = Inventory()
+    writer = WriterLoop(BlockingClient(), WriterParams(min_pct=2.0), lambda t, b: None, inventory, clock=clock)
+    inventory.update([SERIAL], {SERIAL}, {}, clock.monotonic())      # first seen: the minimum goes out and blocks
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(entered.is_set, 10, what="the writer to block in the client")
+        assert supervise(QuietBus(), writer, threading.Event(), stuck_after_s=30.0, clock=clock) == 1
+        assert 30 <= QuietBus.calls <= 32
+    finally:
+        writer.stop_event.set()
+        release.set()
+        thread.join(5)
+
+
+def test_the_persistent_limit_type_follows_the_firmware_and_unknown_is_refused():
+    from services.dtu_poller.persistent import persistent_relative_type
+    assert [persistent_relative_type(v) for v in ("v25.5.10", "v25.9.11", "v25.9.11-12-gabcdef0", "2025.09.16",
+                                                  "2025.05.01", "v24.2.12", "", None, "dev")] == \
+        [257, 3, 3, 3, 257, 257, None, None, None]

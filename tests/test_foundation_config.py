@@ -134,3 +134,20 @@ def test_a_config_error_in_each_section_stops_each_service_with_code_2(tmp_path,
         assert out.returncode == 2, (service, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and f"[{section}] {key} = '{bad}'" in lines[0] and path in lines[0], (service, lines)
+
+
+def test_per_inverter_sections_by_serial_or_position_serial_wins():
+    from common.config import InverterOptions, inverter_options
+    base = "[opendtu]\nhost = x\n[grid_meter]\nhost = y\n"
+    cfg = parse_config(base + "[inverter.1164A00A6340]\nmax_power_w = 2000\n"
+                              "[inverter.1]\nenable_switch_off = no\nmax_power_w = 400\n")
+    assert inverter_options(cfg, "1164a00a6340", 1) == InverterOptions(2000, True)     # the serial wins
+    assert inverter_options(cfg, "112182345678", 1) == InverterOptions(400, False)
+    assert inverter_options(cfg, "112182345678", 2) == InverterOptions(0, True)
+    assert inverter_options(parse_config(base), "x", 0) == InverterOptions(0, True)
+    for bad, where in (("[inverter.16]\n", "[inverter.16]"), ("[inverter.zz]\n", "[inverter.zz]"),
+                       ("[inverter.0]\nmax_power_w = 3001\n", "max_power_w = '3001'"),
+                       ("[inverter.0]\nswitch = no\n", "switch"), ("[inverter]\n", "[inverter]")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(base + bad)
+        assert where in str(info.value)

@@ -208,6 +208,10 @@ def _on_inverter(state: State, body: dict, now: float, p: Params) -> None:
             inv.pending_pct = inv.pending_t = None
         elif inv.ack_t is None or t > inv.ack_t:
             inv.applied_pct = reported          # the DTU's read-back: what is in force now
+    inv.rating_implausible = body.get("rating_plausible") is False
+    power_state = body.get("power_state")
+    if power_state in stopping.POWER_STATES:
+        stopping.adopt(state, inv, power_state, now, p)
     protection.note_producing(inv, t)
     if newer:
         if t > state.last_dtu_sample_t:
@@ -448,18 +452,25 @@ def _safety(state: State, now: float, p: Params, fig: Figures) -> None:
         _hold_ineligible(state, now, p)
     stopping.update(state, now, p, fig.cap_w)
     invs = [state.inverters[s] for s in state.order if not state.inverters[s].stopped]
+    for inv in invs:
+        if inv.cmd_pct is not None and inv.cmd_pct < p.min_percent and not stopping.may_switch_off(inv, p):
+            _command(state, inv, p.min_percent, now, "minimum: may not be switched off ([inverter] section)")
     max_ws = [inv.max_w() or p.unknown_max_w for inv in invs]
     # as on the wire: the writer raises every limit to min_percent (an inverter not commanded yet counts so too)
     wire = [max(inv.cmd_pct if inv.cmd_pct is not None else p.min_percent, p.min_percent) for inv in invs]
     total = sum(pct * m / 100.0 for pct, m in zip(wire, max_ws))
-    if total <= fig.cap_w + 1e-6:
+    # stopped inverters whose stop is not confirmed yet count at their last applied limit
+    cap_w = fig.cap_w - sum(stopping.unconfirmed_w(inv, p) for inv in state.inverters.values())
+    if total <= cap_w + 1e-6:
         return
     quantum = p.steps_percent if p.law == "seed" else p.quantum_pct
-    cut = distribution.cap_cuts(wire, max_ws, fig.cap_w, quantum, floor_pct=p.min_percent)
+    cut = distribution.cap_cuts(wire, max_ws, cap_w, quantum, floor_pct=p.min_percent)
     for inv, pct in zip(invs, cut):
+        if not stopping.may_switch_off(inv, p):
+            pct = max(pct, p.min_percent)       # held at its minimum, never below (it is never stopped)
         if inv.cmd_pct is not None and pct < inv.cmd_pct:
             _command(state, inv, pct, now, f"total cap {fig.cap_w:.0f} W")
-    state.reasons.append(f"total {total:.0f} W above the cap {fig.cap_w:.0f} W: limits cut")
+    state.reasons.append(f"total {total:.0f} W above the cap {cap_w:.0f} W: limits cut")
 
 
 def _tick(state: State, now: float, p: Params, fig: Figures) -> None:
@@ -503,6 +514,8 @@ def _alarms(state: State, now: float, p: Params, fig: Figures) -> dict:
                 inverter = 2
         if inv.failures and inverter < 1:
             inverter = 1
+        if inv.power_state == "stop_failed" or inv.rating_implausible:
+            inverter = 2        # a stop the writer could not confirm; a rating the DTU got wrong
     dtu = 2 if "dtu" in fig.stale else (1 if state.dtu_can_control is False else 0)
     return {"grid_meter": 2 if "grid" in fig.stale else (1 if state.grid_meter_ok is False else 0),
             "balcony_meter": 2 if "balcony" in fig.stale else 0,

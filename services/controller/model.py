@@ -35,6 +35,9 @@ class Inverter:
     last_restart_req_t: Optional[float] = None
     stopped: bool = False                    # stopped because the cap is below its minimum output (stopping.py)
     stopped_t: float = float("-inf")
+    power_state: Optional[str] = None        # the DTU writer's view (dtu.inverter power_state); "off" = confirmed
+    rating_implausible: bool = False         # dtu.inverter rating_plausible false (the DTU's rating is wrong)
+    power_seen: bool = False                 # a power_state was seen (the first one restores `stopped`)
 
     def on_grid(self) -> bool:
         if self.ac_voltage_v is None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from common.config import switch_off_pairs
+
 LAWS = ("project", "seed")
 
 
@@ -77,6 +79,7 @@ class Params:
     pulse_raise_frac: float = 1.0              # share of a predicted rise commanded ahead of it
     pulse_reduce_frac: float = 1.0             # share of a predicted fall commanded ahead of it
     stop_hold_s: float = 60.0                  # s, an inverter stopped for a cap below its minimum stays stopped
+    switch_off: tuple = ()                     # ((id, enable_switch_off), ...) from [inverter.<id>]
 
     def __post_init__(self):
         if self.law not in LAWS:
@@ -105,6 +108,7 @@ class Params:
         if dtu is not None:
             values["restart_min_interval_s"] = dtu.inverter_restart_min_interval_s
             values["dtu_reboot_min_interval_s"] = dtu.dtu_reboot_min_interval_s
+        values["switch_off"] = switch_off_pairs(cfg)
         for name in ("min_percent", "max_percent", "steps_percent"):
             values[name] = float(values[name])
         return cls(**values)

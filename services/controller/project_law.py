@@ -17,7 +17,7 @@ An inverter commanded less than min_command_interval_s ago keeps its limit until
 """
 from __future__ import annotations
 
-from services.controller import distribution, filters, protection, pulses
+from services.controller import distribution, filters, protection, pulses, stopping
 from services.controller.model import Inverter, State
 from services.controller.params import Params
 from services.controller.response_model import DeadTimeBank
@@ -90,7 +90,8 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     fixed_w = 0.0        # what they will deliver (at their minimum, or nothing)
     fixed_cmd_w = 0.0
     for inv in others:
-        if inv.stopped:                  # delivers nothing, counts nothing against the cap
+        if inv.stopped:                  # counts only until its stop is confirmed
+            fixed_cmd_w += stopping.unconfirmed_w(inv, p)
             continue
         fixed_cmd_w += max(inv.cmd_pct or 0.0, p.min_percent) * inv.max_w() / 100.0   # as on the wire
         if protection.fresh(inv, now, p) and inv.ac_power_w is not None:

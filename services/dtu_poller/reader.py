@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from common import messages as m
 from services.dtu_poller.client import InverterLive, InverterSummary, LimitStatus
+from services.dtu_poller.rating import RatingCheck
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class Reader:
     unreachable: list = field(default_factory=list)
     data_ages: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)          # serial -> hw_model_name (filled by the poll loop)
+    power_states: dict = field(default_factory=dict)    # serial -> the writer's power state (poll loop)
+    config_max_w: Callable = lambda serial, index: 0     # [inverter.<id>] max_power_w (0: not set)
+    ratings: dict = field(default_factory=dict)         # serial -> RatingCheck
 
     def is_fresh(self, serial: str, sample_t: float, data_age_s: float, resolution_s: float) -> bool:
         track = self.tracks.get(serial)
@@ -126,6 +130,26 @@ class Reader:
         # Same sample seen again: sample_t jitters by the data_age resolution plus the answer latency.
         # Whole seconds: truncation (< 1 s) + latency jitter; data_age_ms: latency jitter only.
         return sample_t > track.last_sample_t + (1.5 if resolution_s >= 1.0 else 0.3)
+
+    def _body(self, live: InverterLive, index: int, sample_t: float, status, measurements: bool = True) -> dict:
+        model = self.models.get(live.serial)
+        body = inverter_body(live, index, sample_t, status, measurements, model=model)
+        check = self.ratings.setdefault(live.serial, RatingCheck())
+        dtu_w = body["max_power_w"]
+        if measurements:
+            check.observe(live.ac_power_w, body["limit_pct"], dtu_w)
+        was_plausible = check.plausible
+        rating_w = check.rating(dtu_w, model, self.config_max_w(live.serial, index))
+        if check.plausible != was_plausible:
+            (log.info if check.plausible else log.error)("inverter %s: %s", live.serial,
+                                                         check.why or "rating plausible again")
+        body["max_power_w"], body["dtu_max_power_w"], body["rating_plausible"] = rating_w, dtu_w, check.plausible
+        if rating_w is not None and body["limit_pct"] is not None:
+            body["limit_w"] = round(body["limit_pct"] * rating_w / 100.0, 1)
+        state = self.power_states.get(live.serial)
+        if state is not None:
+            body["power_state"] = state
+        return body
 
     def on_poll(self, poll: PollResult) -> list:
         out = []
@@ -156,15 +180,13 @@ class Reader:
                 if fresh and live.has_channels and not looks_unpolled(live, max_power_w(live, status)):
                     if track.last_sample_t is not None:
                         sample_t = max(sample_t, track.last_sample_t + 0.001)
-                    out.append((m.DTU_INVERTER, inverter_body(live, index, round(sample_t, 3), status,
-                                                              model=self.models.get(serial))))
+                    out.append((m.DTU_INVERTER, self._body(live, index, round(sample_t, 3), status)))
                     track.last_sample_t = sample_t
                     track.reachable = True
             elif track.reachable is not False:
                 # Say once that it is gone: no measurements, the old sample time (never a new sample).
                 old_t = track.last_sample_t if track.last_sample_t is not None else sample_t
-                out.append((m.DTU_INVERTER, inverter_body(live, index, round(old_t, 3), status,
-                                                          measurements=False, model=self.models.get(serial))))
+                out.append((m.DTU_INVERTER, self._body(live, index, round(old_t, 3), status, measurements=False)))
                 track.reachable = False
                 log.info("inverter %s not reachable (data_age %.0f s)", serial, live.data_age_s)
             track.last_data_age_s = live.data_age_s

@@ -13,6 +13,7 @@ from typing import Optional
 from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
+from common.config import inverter_options
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
@@ -131,7 +132,10 @@ class PollLoop:
             status = poll.limits.get(serial)
             limits[serial] = limit_fields(live, status, max_power_w(live, status))[0]
         reachable = {s for s, (live, _t, _r) in poll.lives.items() if live.reachable}
-        self.inventory.update([inv.serial for inv in poll.summary], reachable, limits, poll.t_mono)
+        samples = {s: (live.ac_power_w, arrival_t - live.data_age_s) for s, (live, arrival_t, _r) in poll.lives.items()
+                   if live.reachable and live.has_channels and live.ac_power_w is not None}
+        self.inventory.update([inv.serial for inv in poll.summary], reachable, limits, poll.t_mono, samples)
+        self.reader.power_states = self.inventory.get_power_states()
         for topic, body in self.reader.on_poll(poll):
             self.publish(topic, body)
         return max(0.0, self.poll_interval_s - (self.clock.monotonic() - started))
@@ -160,6 +164,27 @@ def _thread(name: str, target, failed: threading.Event) -> threading.Thread:
     return threading.Thread(target=body, name=name, daemon=True)
 
 
+def writer_stuck_after_s(timeout_s: float) -> float:
+    """No heartbeat this long: the writer thread is stuck (every HTTP call has a total deadline of a few
+    timeouts; a loop makes several)."""
+    return max(30.0, 8.0 * timeout_s)
+
+
+def supervise(sub, writer: WriterLoop, failed: threading.Event, stuck_after_s: float, clock=SYSTEM_CLOCK) -> int:
+    """The main thread: setpoints to the writer; returns 1 (supervisord restarts the service) when a thread died
+    or the writer's heartbeat is older than stuck_after_s."""
+    while not failed.is_set():
+        msg = sub.recv(timeout_s=1.0)        # the timeout only bounds noticing a dead or stuck thread
+        if msg is not None and msg.topic == m.CTRL_SETPOINT:
+            writer.submit(msg.body, msg.seq, msg.t_mono)
+        silent_s = clock.monotonic() - writer.beat_t
+        if silent_s > stuck_after_s:
+            log.error("the writer thread is stuck (no heartbeat for %.0f s): exiting so that it is restarted",
+                      silent_s)
+            return 1
+    return 1
+
+
 def main(cfg, logger: logging.Logger) -> int:
     o = cfg.opendtu
     publisher = LockedPublisher(Publisher("dtu_poller", cfg.bus.rundir))
@@ -170,8 +195,9 @@ def main(cfg, logger: logging.Logger) -> int:
         logger.warning("no [opendtu] password: read-only access, no control possible")
     poll_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
     write_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    poller = PollLoop(poll_client, Reader(can_control=params.can_control), publisher.publish, inventory,
-                      o.poll_interval)
+    reader = Reader(can_control=params.can_control,
+                    config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w)
+    poller = PollLoop(poll_client, reader, publisher.publish, inventory, o.poll_interval)
     writer = WriterLoop(write_client, params, publisher.publish, inventory)
     failed = threading.Event()
     threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]
@@ -180,11 +206,7 @@ def main(cfg, logger: logging.Logger) -> int:
     for thread in threads:
         thread.start()
     try:
-        while not failed.is_set():
-            msg = sub.recv(timeout_s=1.0)        # the timeout only bounds noticing a dead thread
-            if msg is not None and msg.topic == m.CTRL_SETPOINT:
-                writer.submit(msg.body, msg.seq, msg.t_mono)
-        return 1
+        return supervise(sub, writer, failed, writer_stuck_after_s(o.timeout))
     finally:
         poller.stop_event.set()
         writer.stop_event.set()

@@ -4,7 +4,16 @@
 in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
 acknowledged one (or that failed, or it is due for a refresh), `/api/limit/status` is followed until Ok / Failure /
 timeout and every outcome is published as `dtu.ack`. Restarts and DTU reboots are rate-limited; a setpoint
-watchdog sends every reachable inverter to its safe minimum when the controller falls silent.
+watchdog sends every reachable inverter to its safe minimum when the controller falls silent. An inverter first
+seen gets the minimum limit at once (before any setpoint: it runs at its persistent limit until then).
+
+Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
+the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
+shows AC power <= STOP_CONFIRM_W, then "off". A round is repeated after STOP_RETRY_S while unconfirmed (the pause
+doubling up to STOP_RETRY_MAX_S), and after STOP_ALARM_S the state is "stop_failed" with a dtu.alarm. An "off"
+inverter that shows output is stopped again. Power states start "unknown" (a restarted writer assumes nothing):
+output seen means "on"; an inverter wanted on that shows no output gets one power on. An inverter with
+enable_switch_off = false is never sent power off.
 
 `WriterLoop` is the I/O shell: one thread, its own OpenDtuClient, setpoints arrive through a queue.
 """
@@ -18,6 +27,7 @@ from typing import Callable, Optional
 
 from common import messages as m
 from common.clock import SYSTEM_CLOCK
+from common.config import per_inverter, switch_off_pairs
 from common.settings import SEND_THRESHOLD_PCT   # smaller changes are not sent
 from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, LimitStatus, OpenDtuClient)
 
@@ -34,6 +44,11 @@ ALARM_REPEAT_S = 5.0
 FLAGS_REFRESH_S = 60.0        # /api/inverter/list (command_enable flags)
 MAX_SLOTS = 64                # inverters the writer keeps state for (hostile setpoints cannot grow it)
 MAX_REFUSAL_KEYS = 1000
+STOP_CONFIRM_W = 5.0          # AC power at or below this in a sample newer than the power-off ack: stopped
+STOP_RETRY_S = 15.0           # a stop round (minimum limit, power off) at most this often while unconfirmed,
+STOP_RETRY_MAX_S = 300.0      # doubling up to this (a DTU that refuses every power command is not flooded)
+STOP_ALARM_S = 45.0           # a stop unconfirmed this long since its first round: stop_failed + dtu.alarm
+POWER_STATES = ("unknown", "on", "stopping", "stop_failed", "off")
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class WriterParams:
     reboot_min_interval_s: float = 3600.0
     limit_refresh_s: float = 60.0
     can_control: bool = True
+    switch_off: tuple = ()          # ((id, enable_switch_off), ...) from [inverter.<id>] (common.config)
 
     @classmethod
     def from_config(cls, cfg) -> "WriterParams":
@@ -52,7 +68,7 @@ class WriterParams:
         return cls(min_pct=float(cfg.control.min_percent), setpoint_timeout_s=o.setpoint_timeout_s,
                    ack_timeout_s=o.limit_ack_timeout_s, restart_min_interval_s=o.inverter_restart_min_interval_s,
                    reboot_min_interval_s=o.dtu_reboot_min_interval_s, limit_refresh_s=o.limit_refresh_s,
-                   can_control=bool(o.password))
+                   can_control=bool(o.password), switch_off=switch_off_pairs(cfg))
 
 
 @dataclass
@@ -86,8 +102,15 @@ class _Slot:
     last_restart_t: Optional[float] = None
     fail_count: int = 0          # limit failures in a row (for log throttling)
     desired_on: Optional[bool] = None   # the setpoint's "on": False = stop it, True = may run, None = not said
-    stopped: Optional[bool] = None      # True: we stopped it (power off acknowledged); False: we started it or
-                                        # it runs; None: unknown (assumed running, nothing is sent for it)
+    power_state: str = "unknown"        # POWER_STATES; only a sample of its output makes it "on" or "off"
+    sample: Optional[tuple] = None      # (ac_power_w, sample_t) of the newest sample
+    stop_min_sent: bool = False         # this stop round's minimum limit went out: power off is next
+    next_stop_t: float = float("-inf")  # the next stop round may start then
+    stop_first_t: Optional[float] = None   # first round of the current unconfirmed stop
+    stop_rounds: int = 0                # rounds of the current unconfirmed stop
+    off_ack_t: Optional[float] = None   # power off acknowledged (a confirming sample must be newer)
+    start_sent: bool = False            # one power on for an inverter of unknown state that shows no output
+    stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
 
 
 def _worth_logging(count: int) -> bool:
@@ -137,6 +160,8 @@ class WriterMachine:
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
             slot.desired_on = item.get("on")
+            if slot.desired_on is False:     # stopping or held (enable_switch_off = false): at the minimum
+                slot.desired_pct = self.params.min_pct
             if not self.params.can_control:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
             elif self.commands_disabled(serial):
@@ -178,13 +203,23 @@ class WriterMachine:
             return serial in self.known_serials
         return serial in self.slots or len(self.slots) < MAX_SLOTS
 
-    def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float]) -> None:
-        """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t.
+    def on_inventory(self, serials: list, reachable: set, limits: dict, poll_t: Optional[float],
+                     samples: Optional[dict] = None, now: Optional[float] = None) -> None:
+        """From the reader: inverters in DTU order, the reachable ones, limit_pct read at poll_t, and
+        samples {serial: (ac_power_w, sample_t)}.
 
-        A read-back limit that differs from what we had acknowledged (inverter restarted, DTU rebooted) makes
-        the acknowledged value unknown, so the desired limit is sent again."""
+        An inverter seen for the first time gets the minimum until the controller says more. A read-back limit
+        that differs from what we had acknowledged (inverter restarted, DTU rebooted) makes the acknowledged value
+        unknown, so the desired limit is sent again. Samples confirm stops (see the module doc)."""
+        for serial in serials:
+            if serial not in self.slots:
+                slot = self.slot(serial)
+                slot.desired_pct, slot.desired_reason = self.params.min_pct, "first seen: minimum until controlled"
         self.known_serials = list(serials)
         self.reachable = set(reachable)
+        for serial, (ac_w, sample_t) in (samples or {}).items():
+            if serial in self.slots:
+                self._on_sample(serial, self.slots[serial], ac_w, sample_t, now if now is not None else sample_t)
         for serial, limit_pct in limits.items():
             slot = self.slots.get(serial)
             if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
@@ -193,6 +228,33 @@ class WriterMachine:
                 log.info("inverter %s: DTU reports limit %.1f %%, acknowledged was %.1f %%: sending again",
                          serial, limit_pct, slot.acked_pct)
                 slot.acked_pct = None
+
+    def _on_sample(self, serial: str, slot: _Slot, ac_w: Optional[float], sample_t: float, now: float) -> None:
+        if ac_w is None or (slot.sample is not None and sample_t <= slot.sample[1]):
+            return
+        slot.sample = (ac_w, sample_t)
+        producing = ac_w > STOP_CONFIRM_W
+        if slot.power_state == "unknown" and producing:
+            slot.power_state = "on"                     # learned: it runs
+        elif slot.power_state in ("stopping", "stop_failed") and not producing \
+                and slot.off_ack_t is not None and sample_t > slot.off_ack_t:
+            log.info("inverter %s: stop confirmed (%.0f W)", serial, ac_w)
+            slot.power_state, slot.stop_first_t = "off", None
+        elif slot.power_state == "off" and producing and slot.desired_on is False \
+                and (slot.off_ack_t is None or sample_t > slot.off_ack_t):
+            log.warning("inverter %s: stopped, but delivers %.0f W: stopping it again", serial, ac_w)
+            slot.power_state, slot.off_ack_t, slot.stop_min_sent = "stopping", None, False
+            slot.stop_first_t, slot.stop_rounds = now, 0
+
+    def _stop_alarm(self, serial: str, active: bool, detail: str) -> tuple:
+        return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "active": active, "detail": f"inverter {serial}: {detail}"})
+
+    def may_switch_off(self, serial: str) -> bool:
+        index = self.known_serials.index(serial) if serial in self.known_serials else None
+        return per_inverter(self.params.switch_off, serial, index, True)
+
+    def power_states(self) -> dict:
+        return {serial: slot.power_state for serial, slot in self.slots.items()}
 
     def on_command_flags(self, flags: dict) -> None:
         """From /api/inverter/list. With command_enable off OpenDTU answers "success" and sends nothing
@@ -233,6 +295,15 @@ class WriterMachine:
                 slot.restart_wanted = False
             self.reboot_wanted = False
         for serial, slot in self.slots.items():
+            if slot.power_state == "stopping" and slot.stop_first_t is not None \
+                    and now - slot.stop_first_t > STOP_ALARM_S:
+                slot.power_state, slot.stop_alarmed = "stop_failed", True
+                log.error("inverter %s: stop not confirmed for %.0f s (still %s W): alarm", serial,
+                          now - slot.stop_first_t, "?" if slot.sample is None else f"{slot.sample[0]:.0f}")
+                out.append(self._stop_alarm(serial, True, f"stop not confirmed for {now - slot.stop_first_t:.0f} s"))
+            elif slot.stop_alarmed and slot.power_state != "stop_failed":
+                slot.stop_alarmed = False
+                out.append(self._stop_alarm(serial, False, f"now {slot.power_state}"))
             flight = slot.in_flight
             if flight is not None and flight.sent_t is not None \
                     and now - flight.sent_t > self.params.ack_timeout_s:
@@ -268,16 +339,17 @@ class WriterMachine:
                 return cmd
             if slot.desired_pct is None or serial not in self.reachable or self.commands_disabled(serial):
                 continue                  # only to inverters the DTU lists, reaches and may command
-            if slot.desired_on is False:  # stop it (once); a stopped inverter gets no limits
-                if slot.stopped is True:
-                    continue
-                cmd = Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
-                slot.in_flight = _InFlight(cmd, None)
-                return cmd
             unchanged = slot.acked_pct is not None and not slot.failed \
                 and abs(slot.desired_pct - slot.acked_pct) < SEND_THRESHOLD_PCT
+            if slot.desired_on is False and self.may_switch_off(serial):
+                cmd = self._stop_round(serial, slot, unchanged, now)
+                if cmd is not None:
+                    slot.in_flight = _InFlight(cmd, None)
+                    return cmd
+                continue
             if unchanged and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
-                if slot.desired_on is True and slot.stopped is True:   # its limit first, then start it
+                if slot.desired_on is True and self._wants_start(slot):     # its limit first, then start it
+                    slot.start_sent = slot.power_state == "unknown"
                     cmd = Command("power_on", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
                     slot.in_flight = _InFlight(cmd, None)
                     return cmd
@@ -287,6 +359,29 @@ class WriterMachine:
             slot.in_flight = _InFlight(cmd, None)
             return cmd
         return None
+
+    def _stop_round(self, serial: str, slot: _Slot, at_min: bool, now: float) -> Optional[Command]:
+        """The next command of a stop: the minimum limit (unless in force), then power off; None: nothing now.
+        A confirmed ("off") inverter gets nothing (not even limits) until a sample shows output."""
+        if slot.power_state == "off" or now < slot.next_stop_t:
+            return None
+        if slot.power_state not in ("stopping", "stop_failed"):
+            slot.power_state, slot.off_ack_t, slot.stop_first_t, slot.stop_rounds = "stopping", None, now, 0
+        if not slot.stop_min_sent and not at_min:
+            slot.stop_min_sent = True
+            return Command("limit", serial, self.params.min_pct, slot.desired_seq, "stop: the minimum limit first")
+        slot.stop_min_sent = False
+        slot.stop_rounds += 1
+        slot.next_stop_t = now + min(STOP_RETRY_MAX_S, STOP_RETRY_S * 2 ** min(slot.stop_rounds - 1, 10))
+        return Command("power_off", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
+
+    @staticmethod
+    def _wants_start(slot: _Slot) -> bool:
+        """A power on for one we stopped, or (once) for one of unknown state whose newest sample shows no output."""
+        if slot.power_state in ("off", "stopping", "stop_failed"):
+            return True
+        return slot.power_state == "unknown" and not slot.start_sent and slot.sample is not None \
+            and slot.sample[0] <= STOP_CONFIRM_W
 
     def on_sent(self, cmd: Command, sent_t: float, error: Optional[DtuError], now: float) -> list:
         """The POST of `cmd` left at sent_t; error None = the DTU said success."""
@@ -383,12 +478,16 @@ class WriterMachine:
         elif cmd.kind == "restart":
             slot.acked_pct = None           # it boots at its persistent limit: send ours again
             if outcome == "ok":
-                slot.stopped = None         # it boots running (or not: unknown, nothing assumed)
+                slot.power_state, slot.start_sent = "unknown", False   # it boots running (or not: nothing assumed)
             log.info("inverter %s: restart %s", serial, outcome)
         elif cmd.kind in ("power_on", "power_off"):
             if outcome == "ok":
-                slot.stopped = cmd.kind == "power_off"
-                log.info("inverter %s %s", serial, "stopped" if slot.stopped else "started")
+                if cmd.kind == "power_off":
+                    slot.off_ack_t = now    # "off" only once a newer sample shows no output
+                    log.info("inverter %s: power off acknowledged, waiting for a sample to confirm", serial)
+                else:
+                    slot.power_state, slot.stop_first_t, slot.off_ack_t = "on", None, None
+                    log.info("inverter %s started", serial)
             else:
                 slot.retry_at = now + RETRY_AFTER_FAILURE_S
                 log.warning("inverter %s: %s %s", serial, cmd.kind, outcome)
@@ -447,16 +546,32 @@ class Inventory:
     reachable: set = field(default_factory=set)
     limits: dict = field(default_factory=dict)
     poll_t: Optional[float] = None
+    samples: dict = field(default_factory=dict)      # serial -> (ac_power_w, sample_t)
     version: int = 0
+    power_states: dict = field(default_factory=dict)   # the other way: writer -> reader (dtu.inverter)
+    on_new: Optional[Callable[[], None]] = None        # wakes the writer: a new inverter gets its minimum at once
 
-    def update(self, serials, reachable, limits, poll_t) -> None:
+    def update(self, serials, reachable, limits, poll_t, samples=None) -> None:
         with self.lock:
+            new = not set(serials) <= set(self.serials)
             self.serials, self.reachable, self.limits, self.poll_t = list(serials), set(reachable), dict(limits), poll_t
+            self.samples = dict(samples or {})
             self.version += 1
+        if new and self.on_new is not None:
+            self.on_new()
 
     def snapshot(self):
         with self.lock:
-            return self.version, list(self.serials), set(self.reachable), dict(self.limits), self.poll_t
+            return self.version, list(self.serials), set(self.reachable), dict(self.limits), self.poll_t, \
+                dict(self.samples)
+
+    def set_power_states(self, states: dict) -> None:
+        with self.lock:
+            self.power_states = dict(states)
+
+    def get_power_states(self) -> dict:
+        with self.lock:
+            return dict(self.power_states)
 
 
 class WriterLoop:
@@ -470,12 +585,21 @@ class WriterLoop:
         self.stop_event = threading.Event()
         self._inventory_version = -1
         self._flags_t: Optional[float] = None
+        self.beat_t = clock.monotonic()      # heartbeat: the main thread exits the process when it stops
+        inventory.on_new = self.wake
 
     def submit(self, body: dict, seq: Optional[int], msg_t: float) -> None:
         try:
             self.inbox.put_nowait((body, seq, msg_t))
         except queue.Full:
             log.warning("writer inbox full: setpoint dropped (the next one is full state)")
+
+    def wake(self) -> None:
+        """From another thread: look at the inventory now (None in the inbox is a wake-up, not a setpoint)."""
+        try:
+            self.inbox.put_nowait(None)
+        except queue.Full:
+            pass
 
     def _emit(self, messages: list) -> None:
         for topic, body in messages:
@@ -484,6 +608,7 @@ class WriterLoop:
     def run(self) -> None:
         machine = self.machine
         while not self.stop_event.is_set():
+            self.beat_t = self.clock.monotonic()
             try:
                 item = self.inbox.get(timeout=machine.next_wakeup(self.clock.monotonic()))
             except queue.Empty:
@@ -495,17 +620,21 @@ class WriterLoop:
                     item = self.inbox.get_nowait()
                 except queue.Empty:
                     item = None
-            version, serials, reachable, limits, poll_t = self.inventory.snapshot()
+            version, serials, reachable, limits, poll_t, samples = self.inventory.snapshot()
             if version != self._inventory_version:
                 self._inventory_version = version
-                machine.on_inventory(serials, reachable, limits, poll_t)
+                machine.on_inventory(serials, reachable, limits, poll_t, samples, self.clock.monotonic())
             self._emit(machine.tick(self.clock.monotonic()))
             # A new setpoint leaves at once; the HTTP reads below (flags, status of commands in flight for other
-            # inverters) would otherwise delay it by their round trips.
+            # inverters) would otherwise delay it by their round trips. Only an inverter whose command flags are
+            # not known yet (first seen) waits for them: with commands disabled OpenDTU says "success" for nothing.
+            if not set(serials) <= set(machine.command_flags):
+                self._refresh_flags(serials)
             self._send_due()
             self._refresh_flags(serials)
             self._poll_status()
             self._send_due()       # commands that became due with an ack seen just now
+            self.inventory.set_power_states(machine.power_states())
 
     def _send_due(self) -> None:
         """Send every command that is due now (at most one per inverter is in flight)."""
@@ -530,6 +659,7 @@ class WriterLoop:
                 self.client.reboot_dtu()
         except DtuError as exc:
             error = exc
+        self.beat_t = self.clock.monotonic()
         self._emit(self.machine.on_sent(cmd, sent_t, error, self.clock.monotonic()))
 
     def _refresh_flags(self, serials: list) -> None:

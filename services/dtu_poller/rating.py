@@ -1,0 +1,78 @@
+"""The rating (nominal AC power) published for the cap: the DTU's figure is checked, never trusted.
+
+The controller turns watts into percent with this rating, so a rating below the truth makes it deliver more than
+it commanded (a 2000 W inverter reported as 100 W at 80 % gives 1600 W). Pure functions, no I/O.
+
+Sources: the DTU's max_power (/api/limit/status, or limit_absolute / limit_relative), the nominal power in the
+model name from /api/devinfo/status (Hoymiles HM-, HMS-, HMT-, HERF- models carry it: "HMS-2000-4T" is 2000 W),
+`[inverter.<id>] max_power_w` from config, and the AC power: an inverter delivering more than limit x rating is
+larger than its rating says (not within OBSERVE_SAMPLES samples after the limit went down: the output may
+still be ramping down then).
+
+Published: the largest of the known figures (a larger rating only makes the commanded percentages smaller). When
+the figures disagree by more than TOLERANCE, the rating is implausible: the configured max_power_w or, without
+one, LARGEST_W (the largest single Hoymiles model, HMT-2250, rounded up) joins them, and an alarm is raised.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+LARGEST_W = 3000.0
+TOLERANCE = 0.15               # figures within 15 % of each other agree (HMS undershoot at low limits, rounding)
+OBSERVE_MIN_W = 20.0           # AC power below this says nothing about the rating (noise, minimum outputs)
+OBSERVE_FACTOR = 1.5           # AC power above limit x rating x this is a rating that is too small
+OBSERVE_SAMPLES = 3
+
+_MODEL_RE = re.compile(r"^\s*(?:HM|HMS|HMT|HERF)-(\d{3,4})", re.IGNORECASE)
+
+
+def nominal_w(model: Optional[str]) -> Optional[float]:
+    """The nominal power in a Hoymiles model name ("HM-400" -> 400, "HMS-800W-2T" -> 800); None if not one."""
+    match = _MODEL_RE.match(model or "")
+    if not match:
+        return None
+    value = float(match.group(1))
+    return value if 100.0 <= value <= LARGEST_W else None
+
+
+@dataclass
+class RatingCheck:
+    """Per inverter: what the AC power showed about its rating, and the verdict of the last check."""
+    observed_w: float = 0.0        # a rating the AC power proved (until a settled sample fits the DTU's)
+    _last_limit: Optional[float] = None
+    _since_drop: int = OBSERVE_SAMPLES   # samples since the limit went down (the output may still ramp down)
+    plausible: bool = True
+    why: str = ""
+
+    def observe(self, ac_w: Optional[float], limit_pct: Optional[float], dtu_w: Optional[float]) -> None:
+        """One fresh sample: AC power at the limit the DTU reports. The first sample counts at once (the
+        controller must not raise on a wrong rating); after a lower limit only once OBSERVE_SAMPLES went by."""
+        if limit_pct is None or not 0 < limit_pct <= 100:
+            return
+        dropped = self._last_limit is not None and limit_pct < self._last_limit - 0.5
+        self._since_drop = 0 if dropped else self._since_drop + 1
+        self._last_limit = limit_pct
+        if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w or self._since_drop < OBSERVE_SAMPLES:
+            return
+        expected_w = limit_pct * dtu_w / 100.0
+        if ac_w > expected_w * OBSERVE_FACTOR:
+            self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
+        elif ac_w <= expected_w * (1.0 + TOLERANCE):
+            self.observed_w = 0.0           # the output fits the DTU's rating (after a restart mid-ramp, say)
+
+    def rating(self, dtu_w: Optional[float], model: Optional[str], config_w: float) -> Optional[float]:
+        """The rating to publish (None: nothing known; the controller then assumes its unknown_max_w)."""
+        figures = {"DTU": dtu_w or 0.0, "model": nominal_w(model) or 0.0, "config": float(config_w or 0),
+                   "AC power": self.observed_w}
+        known = {name: value for name, value in figures.items() if value > 0}
+        if not known:
+            return None
+        low, high = min(known.values()), max(known.values())
+        self.plausible = high <= low * (1.0 + TOLERANCE)
+        if self.plausible:
+            self.why = ""
+            return high
+        self.why = "rating implausible: " + ", ".join(f"{name} {value:.0f} W" for name, value in known.items())
+        return max(high, float(config_w) if config_w else LARGEST_W)
