@@ -6,14 +6,15 @@ lrelease each .ts to .qm; write <name>.qrc listing the files (sorted); `rcc -bin
 gui-v2's WebAssembly build has no zstd); base64 into the JSON. The tools come from the pinned PyPI wheel
 PySide6-Essentials (a build and test dependency only, never on the GX: the GX gets the built JSON).
 
-The output is reproducible: the same sources give the same bytes (rcc's file times are fixed by
-QT_RCC_SOURCE_DATE_OVERRIDE). `python -m scripts.build_gui` writes gui/dbus-opendtu.json; `--check` exits 1 when
+The output is reproducible: the same sources give the same bytes (rcc's file times come from the
+content, see source_date). `python -m scripts.build_gui` writes gui/dbus-opendtu.json; `--check` exits 1 when
 the committed file differs from a fresh build; `--output PATH` writes elsewhere.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -57,8 +58,18 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def _run(args: list[str], cwd: Path) -> None:
-    env = dict(os.environ, QT_RCC_SOURCE_DATE_OVERRIDE="1", SOURCE_DATE_EPOCH="1")
+def source_date(files: list[Path]) -> int:
+    """The file time rcc writes for every file: derived from the content, not the clock, so that a build is
+    reproducible, yet changes with any change. It must change: Qt's QML disk cache takes a qrc file whose time is
+    unchanged for unchanged and would run the compiled code of the previous version."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return 1_500_000_000 + int.from_bytes(digest.digest()[:4], "big") % 500_000_000    # 2017..2033
+
+
+def _run(args: list[str], cwd: Path, date: int = 1) -> None:
+    env = dict(os.environ, QT_RCC_SOURCE_DATE_OVERRIDE=str(date), SOURCE_DATE_EPOCH=str(date))
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise BuildError(f"{' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}")
@@ -87,7 +98,8 @@ def build() -> bytes:
         files = sorted(p.name for p in work.iterdir())
         qrc = "".join(f"<file>{f}</file>" for f in files)
         (work / f"{NAME}.qrc").write_text(f'<RCC><qresource prefix="/{NAME}">{qrc}</qresource></RCC>\n')
-        _run([tool("rcc"), "-binary", "-compress-algo", "zlib", "-o", f"{NAME}.rcc", f"{NAME}.qrc"], work)
+        _run([tool("rcc"), "-binary", "-compress-algo", "zlib", "-o", f"{NAME}.rcc", f"{NAME}.qrc"], work,
+             source_date(sorted(work.iterdir())))
         resource = (work / f"{NAME}.rcc").read_bytes()
     plugin = {
         "name": NAME,

@@ -17,8 +17,9 @@ from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_QUICK_BACKEND", "software")
+os.environ.setdefault("QML_DISABLE_DISK_CACHE", "1")      # no ~/.cache/<app>/qmlcache from tests
 
-from PySide6.QtCore import Property, QObject, QResource, QUrl, Signal, Slot  # noqa: E402
+from PySide6.QtCore import Property, QCoreApplication, QEvent, QObject, QResource, QUrl, Signal, Slot  # noqa: E402
 from PySide6.QtGui import QGuiApplication  # noqa: E402
 from PySide6.QtQml import QQmlEngine, qmlRegisterSingletonInstance  # noqa: E402
 from PySide6.QtQuick import QQuickView  # noqa: E402
@@ -181,6 +182,7 @@ class Gui:
             view.deleteLater()
         self.views.clear()
         self.process()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def find(view: QQuickView, name: str) -> QObject:
@@ -203,4 +205,26 @@ def settings_paths_read(backend: Backend, uids: Uids) -> set[str]:
     return {uid[len(prefix):] for uid in backend.read if uid.startswith(prefix + "/")}
 
 
+SHOT_WIDTH, SHOT_HEIGHT = 480, 910
+
+
+def screenshot(path: Path, gui: "Gui | None" = None) -> None:
+    """The main page with a running system's values (D-Bus backend) as a PNG (README shows docs/gui.png)."""
+    gui = gui or Gui()
+    gui.close()
+    gui.backend.reset("dbus")
+    gui.backend.seed(*sample_values(Uids("dbus")))
+    view = gui.load(MAIN_PAGE, SHOT_WIDTH, SHOT_HEIGHT)
+    gui.process()
+    if not view.grabWindow().save(str(path)):
+        raise OSError(f"cannot write {path}")
+    gui.close()
+
+
 __all__ = ["Backend", "Gui", "Uids", "sample_values", "find", "settings_paths_read", "SETTINGS_PREFIX"]
+
+
+if __name__ == "__main__":          # make gui-screenshot: python -m tests.gui_support docs/gui.png
+    import sys
+    screenshot(Path(sys.argv[1]))
+    print(f"wrote {sys.argv[1]}")

@@ -75,6 +75,15 @@ def gettext_for(path: str) -> Optional[Callable[[str, Any], str]]:
     return None
 
 
+def gui_info_values(cfg) -> dict[str, Any]:
+    """Read-only acload paths for the GX page (gui/): where the gateway and the grid meter are, and the inverters'
+    dcload instances ("134,135", filled at each refresh) so that the page can address them on D-Bus and MQTT."""
+    grid = cfg.grid_meter
+    return {"/Gateway/Host": cfg.opendtu.host,
+            "/GridMeter/Host": grid.host if grid.source == "shelly" else f"GX grid meter {grid.service}".strip(),
+            "/Inverters/DeviceInstances": ""}
+
+
 class NameStore:
     """User-written /CustomName values, persisted as JSON in the state folder (key -> name)."""
 
@@ -319,11 +328,8 @@ class VenusPublisher:
                                 connected=0)
         self._custom_name(svc, "acload", self.cfg.venus.acload_custom_name)
         svc.add_path("/Role", "acload")
-        # read-only for the GX page (gui/): where the gateway and the grid meter are; the inverters' dcloads
-        grid = self.cfg.grid_meter
-        svc.add_path("/Gateway/Host", self.cfg.opendtu.host)
-        svc.add_path("/GridMeter/Host", grid.host if grid.source == "shelly" else f"GX grid meter {grid.service}")
-        svc.add_path("/Inverters/DeviceInstances", "")
+        for path, value in gui_info_values(self.cfg).items():
+            svc.add_path(path, value)
         self._add_paths(svc, {k: v for k, v in acload_values(self.inputs, self.clock.monotonic(), self.params).items()
                               if k != "/Connected"})
         for path in SETTINGS:

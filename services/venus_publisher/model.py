@@ -265,7 +265,8 @@ def acload_values(inputs: Inputs, now: float, params: Params) -> dict[str, Any]:
     out["/Control/TotalLimit"] = _round(status.get("total_limit_w"), 1)
     out["/Control/Reason"] = "; ".join(status["reasons"])[:200] if status.get("reasons") else None
     settings = inputs.ctrl_settings.body if inputs.ctrl_settings else {}
-    out["/Control/CapBy"] = cap_by(status.get("budget_w"), settings.get("max_feed_in"), status.get("balcony_w"))
+    out["/Control/CapBy"] = (cap_by(status.get("budget_w"), settings.get("max_feed_in"), status.get("balcony_w"))
+                             if status else None)
     fresh = [inputs.fresh_inverter(s, now, params) for s in inputs.inventory().values()]
     powers = [num(b.get("ac_power_w")) for b in fresh if b]
     powers = [p for p in powers if p is not None]
