@@ -8,7 +8,7 @@ GRID ?= shelly
 # The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
 TEST_WORKERS ?= 4
 
-.PHONY: setup test demo bundle clean
+.PHONY: setup test demo bundle clean gui gui-screenshot
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,13 @@ demo: setup
 # dist/dbus-opendtu-<VERSION>.tar.gz (+ .sha256): the offline GX archive (scripts/bundle.py)
 bundle: setup
 	$(PY) -m scripts.bundle
+
+# The GX GUI plugin (gui/dbus-opendtu.json, committed: a GX has no rcc) and its screenshot for README
+gui: setup
+	$(PY) -m scripts.build_gui
+
+gui-screenshot: gui
+	$(PY) -m tests.gui_support docs/gui.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -84,6 +84,11 @@ def test_every_service_path_type_and_value(private_dbus, procs, rundir, feeds):
                       ("/Control/TotalLimit", 400.0), ("/FeedInMinSoc", 30.0), ("/Soc", 80.0)):
         assert ac[path][:2] == ("d", val), path
     assert ac["/Control/RelayWanted"][:2] == ("i", 1) and ac["/Control/Law"][:2] == ("s", "project")
+    # for the GX page (gui/): budget 650 W < MaxFeedIn 700 W - balcony 0 W: the battery's discharge limit binds
+    assert ac["/Control/CapBy"] == ("i", 3, "battery discharge limit (V x DCL)")
+    assert ac["/Control/InverterPower"][:2] == ("d", 400.0)             # Σ AC power of both inverters
+    assert ac["/Gateway/Host"][:2] == ("s", "127.0.0.1:9") and ac["/GridMeter/Host"][:2] == ("s", "127.0.0.1:9")
+    assert ac["/Inverters/DeviceInstances"][:2] == ("s", "134,135")
     for path, val in (("/MaxFeedIn", 700), ("/PowerFeedInSoc", 96), ("/SocFloatingMax", 74), ("/ZeroPoint", 25)):
         assert ac[path][:2] == ("i", val), path
     alarms = {p: v for p, v in ac.items() if p.startswith("/Alarms/")}

@@ -21,7 +21,7 @@ from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
 from .battery import BatteryMonitor
-from .model import (ALARM_PATHS, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
+from .model import (ALARM_PATHS, CAP_BY_TEXT, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
 from .notify import (ALARM_DEVICE_NAME, ALL_OK_NAME, STARTUP_QUIET_STALE, Notifier, cause_texts,
                      standing_alarm)
@@ -65,12 +65,23 @@ _UNITS = (("Voltage", "{:.2f}V"), ("Current", "{:.2f}A"), ("Power", "{:.0f}W"), 
 
 def gettext_for(path: str) -> Optional[Callable[[str, Any], str]]:
     last = path.rsplit("/", 1)[-1]
+    if path == "/Control/CapBy":
+        return lambda _p, v: CAP_BY_TEXT.get(v, str(v))
     if path.startswith("/Alarms/"):
         return None
     for suffix, fmt in _UNITS:
         if last.endswith(suffix):
             return lambda _p, v, fmt=fmt: fmt.format(v) if num(v) is not None else str(v)
     return None
+
+
+def gui_info_values(cfg) -> dict[str, Any]:
+    """Read-only acload paths for the GX page (gui/): where the gateway and the grid meter are, and the inverters'
+    dcload instances ("134,135", filled at each refresh) so that the page can address them on D-Bus and MQTT."""
+    grid = cfg.grid_meter
+    return {"/Gateway/Host": cfg.opendtu.host,
+            "/GridMeter/Host": grid.host if grid.source == "shelly" else f"GX grid meter {grid.service}".strip(),
+            "/Inverters/DeviceInstances": ""}
 
 
 class NameStore:
@@ -317,6 +328,8 @@ class VenusPublisher:
                                 connected=0)
         self._custom_name(svc, "acload", self.cfg.venus.acload_custom_name)
         svc.add_path("/Role", "acload")
+        for path, value in gui_info_values(self.cfg).items():
+            svc.add_path(path, value)
         self._add_paths(svc, {k: v for k, v in acload_values(self.inputs, self.clock.monotonic(), self.params).items()
                               if k != "/Connected"})
         for path in SETTINGS:
@@ -606,6 +619,8 @@ class VenusPublisher:
                     self.acload[path] = alarms[name]
                 for path in SETTINGS:
                     self.acload[path] = self.settings.display(path)
+                self.acload["/Inverters/DeviceInstances"] = ",".join(
+                    str(svc["/DeviceInstance"]) for _i, (_s, svc) in sorted(self.dcloads.items()))
             self._notify(alarms, battery, now)
 
     def _refresh_dcloads(self, now: float) -> None:

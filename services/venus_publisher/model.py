@@ -264,6 +264,13 @@ def acload_values(inputs: Inputs, now: float, params: Params) -> dict[str, Any]:
     out["/Control/Budget"] = _round(status.get("budget_w"), 1)
     out["/Control/TotalLimit"] = _round(status.get("total_limit_w"), 1)
     out["/Control/Reason"] = "; ".join(status["reasons"])[:200] if status.get("reasons") else None
+    settings = inputs.ctrl_settings.body if inputs.ctrl_settings else {}
+    out["/Control/CapBy"] = (cap_by(status.get("budget_w"), settings.get("max_feed_in"), status.get("balcony_w"))
+                             if status else None)
+    fresh = [inputs.fresh_inverter(s, now, params) for s in inputs.inventory().values()]
+    powers = [num(b.get("ac_power_w")) for b in fresh if b]
+    powers = [p for p in powers if p is not None]
+    out["/Control/InverterPower"] = _round(sum(powers), 1) if powers else None
     out["/FeedInMinSoc"] = _round(status.get("feed_in_min_soc_pct"), 1)
     out["/Soc"] = _round(status.get("soc_pct"), 1)
     out["/AuxFeedInPower"] = _round(status.get("balcony_w"), 1)
@@ -274,6 +281,24 @@ def acload_values(inputs: Inputs, now: float, params: Params) -> dict[str, Any]:
     on = relay.get("on") if relay else None
     out["/FeedInRelay"] = None if on is None else int(on)
     return out
+
+
+# /Control/CapBy: which limit sets the controller's cap (the GX page shows it in words)
+CAP_BY_TEXT = {0: "battery state unknown: minimum limits", 1: "MaxFeedIn", 2: "MaxFeedIn - balcony",
+               3: "battery discharge limit (V x DCL)"}
+
+
+def cap_by(budget_w: Any, max_feed_in_w: Any, balcony_w: Any) -> Optional[int]:
+    """The controller's budget is min(MaxFeedIn - balcony, V x DCL), None while the battery state is unusable
+    (then only minimum limits): which term it is, as a CAP_BY_TEXT key; None without ctrl.settings."""
+    budget, max_feed_in, balcony = num(budget_w), num(max_feed_in_w), num(balcony_w) or 0.0
+    if max_feed_in is None:
+        return None
+    if budget is None:
+        return 0
+    if budget < max_feed_in - balcony - 0.5:
+        return 3
+    return 2 if balcony else 1
 
 
 def alarm_levels(inputs: Inputs, battery: BatteryView, now: float, params: Params) -> dict[str, Optional[int]]:
