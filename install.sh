@@ -10,7 +10,8 @@
 #  2. creates config.ini (mode 0600: it holds passwords) from config.example.ini if missing; converts the
 #     original project's (hkaest/dbus-opendtu-DC-load) config.ini, keeping it as config.ini.orig;
 #  3. links /service/dbus-opendtu -> <here>/service (daemontools; service/run execs supervisord -n);
-#  4. adds one line to /data/rc.local that re-runs this at boot, and removes the original project's line.
+#  4. adds one line to /data/rc.local that re-runs this at boot, and removes the original project's line;
+#  5. installs and enables the GX GUI plugin page (gui-v2, shown from Venus OS v3.70; older ones ignore /data/apps).
 #
 # ./install.sh --build-deps-with-pip   for a machine the bundle has no vendor/ folder for: installs pyzmq, msgpack
 #   and supervisor with pip (needs pip, and for pyzmq a compiler) into vendor/<machine>. Never run at boot.
@@ -120,6 +121,19 @@ if ! grep -qxF "$RC_LINE" "$RC_LOCAL"; then
   [ -z "$(tail -c 1 "$RC_LOCAL")" ] || echo >> "$RC_LOCAL"   # the last line had no newline: end it first
   echo "$RC_LINE" >> "$RC_LOCAL"
   say "added a line to $RC_LOCAL"
+fi
+
+# 5. the GUI plugin page: copied only when changed (no GUI reload at every boot), enabled with a link
+APPS="$PREFIX/data/apps"
+if [ -f gui/dbus-opendtu.json ]; then
+  GUI_DIR="$APPS/available/$NAME/gui-v2"
+  mkdir -p "$GUI_DIR" "$APPS/enabled"
+  if ! cmp -s gui/dbus-opendtu.json "$GUI_DIR/$NAME.json"; then
+    cp gui/dbus-opendtu.json "$GUI_DIR/$NAME.json.tmp" && mv "$GUI_DIR/$NAME.json.tmp" "$GUI_DIR/$NAME.json"
+    say "GUI page installed: Settings > Integrations > UI Plugins > $NAME (Venus OS v3.70 and later)"
+  fi
+  [ "$(readlink "$APPS/enabled/$NAME" 2>/dev/null)" = "$APPS/available/$NAME" ] || \
+    ln -sfn "$APPS/available/$NAME" "$APPS/enabled/$NAME"
 fi
 
 [ "$BOOT" = 1 ] || say "done. Check with: svstat /service/$NAME ; logs: $HERE/log/ and /var/log/$NAME/current"

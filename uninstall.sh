@@ -26,4 +26,10 @@ if [ -f "$RC_LOCAL" ] && grep -qxF "$RC_LINE" "$RC_LOCAL"; then
   rm -f "$RC_LOCAL.tmp"
   say "removed the line from $RC_LOCAL"
 fi
+APPS="$PREFIX/data/apps"
+if [ -e "$APPS/enabled/$NAME" ] || [ -L "$APPS/enabled/$NAME" ] || [ -d "$APPS/available/$NAME" ]; then
+  rm -f "$APPS/enabled/$NAME"          # the GUI reloads without the page
+  rm -rf "$APPS/available/$NAME"
+  say "removed the GUI page"
+fi
 say "done; $HERE (config and state) is kept"

@@ -68,8 +68,8 @@ CROSS = "arm-linux-gnueabihf"
 BUILD_REV = "1"        # bump when the build steps below change, so the cache key changes
 # What goes into the archive, from git (tests, bench, sim and dev files stay out).
 SHIPPED = ["services", "common", "service", "scripts/run-service", "scripts/pythonpath.sh", "supervisord.conf",
-           "config.example.ini", "install.sh", "uninstall.sh", "restart.sh", "README.md", "LICENSE", "VERSION",
-           "requirements.txt", "log/.gitkeep", "run/.gitkeep"]
+           "config.example.ini", "gui/dbus-opendtu.json", "install.sh", "uninstall.sh", "restart.sh", "README.md",
+           "LICENSE", "VERSION", "requirements.txt", "log/.gitkeep", "run/.gitkeep"]
 
 
 def say(msg: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from tests.support import ROOT
 
 SHIPPED = ["install.sh", "uninstall.sh", "restart.sh", "service", "scripts/run-service", "scripts/pythonpath.sh",
-           "config.example.ini", "supervisord.conf", "requirements.txt", "common"]
+           "gui/dbus-opendtu.json", "config.example.ini", "supervisord.conf", "requirements.txt", "common"]
 RC_USER = "#!/bin/sh\necho other-package\n"
 
 
@@ -103,6 +103,9 @@ def test_install_is_offline_and_creates_link_rc_local_and_private_config(gx):
     run_script = (app / "service" / "run").read_text()
     assert "supervisor.supervisord -n -c" in run_script and "supervisord.conf" in run_script
     assert "multilog" in (app / "service" / "log" / "run").read_text()
+    page = root / "data" / "apps" / "available" / "dbus-opendtu" / "gui-v2" / "dbus-opendtu.json"
+    assert page.read_bytes() == (app / "gui" / "dbus-opendtu.json").read_bytes()
+    assert os.readlink(root / "data" / "apps" / "enabled" / "dbus-opendtu") == str(page.parents[1])
 
 
 def test_an_existing_config_is_made_private_and_kept(gx):
@@ -244,6 +247,8 @@ def test_uninstall_is_complete_and_keeps_config(gx):
     assert not os.path.lexists(root / "service" / "dbus-opendtu")
     assert (root / "data" / "rc.local").read_text() == RC_USER
     assert (app / "config.ini").exists()
+    assert not os.path.lexists(root / "data" / "apps" / "enabled" / "dbus-opendtu")
+    assert not os.path.lexists(root / "data" / "apps" / "available" / "dbus-opendtu")
     assert f"svc -d {root}/service/dbus-opendtu" in calls.read_text()
     again = run(app / "uninstall.sh", env)
     assert again.returncode == 0
