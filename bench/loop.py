@@ -72,6 +72,7 @@ class SimWriter:
         self.wake_gen = 0
         self.woken = False
         self.commands = 0
+        self.power_states: dict = {}
 
     # WriterLoop.submit / Inventory.update
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -80,8 +81,9 @@ class SimWriter:
             self.woken = True
             self.loop.schedule(t, "writer", None)
 
-    def hand_over(self, serials: list, reachable: set, limits: dict, poll_t: float) -> None:
-        self.inventory = (serials, reachable, limits, poll_t)
+    def hand_over(self, serials: list, reachable: set, limits: dict, poll_t: float, samples: dict) -> None:
+        """samples: {serial: (ac_power_w, sample_t_mono)}, from which the machine confirms stops and starts."""
+        self.inventory = (serials, reachable, limits, poll_t, samples)
 
     def wake(self, t: float, gen: Optional[int]) -> list:
         """One pass of WriterLoop.run. gen None: woken by a setpoint; else the timeout of pass `gen`."""
@@ -95,13 +97,16 @@ class SimWriter:
         self.inbox.clear()
         if self.inventory is not None:
             self.serials = list(self.inventory[0])
-            machine.on_inventory(*self.inventory)
+            machine.on_inventory(*self.inventory, now)
             self.inventory = None
         out += machine.tick(now)
+        if not set(self.serials) <= set(machine.command_flags):
+            self._refresh_flags(now)           # a first-seen inverter's commands wait for its flags
         out += self._send_due(now)
         self._refresh_flags(now)
         out += self._poll_status(now)
         out += self._send_due(now)
+        self.power_states = machine.power_states()     # WriterLoop: Inventory.set_power_states, for dtu.inverter
         self.wake_gen += 1
         self.loop.schedule(t + machine.next_wakeup(now), "writer", self.wake_gen)
         return out
@@ -246,7 +251,9 @@ class ClosedLoop:
                 "dc_current_a": round(st["dc_power_w"] / st["dc_voltage_v"], 2) if st["dc_voltage_v"] > 0 else 0.0,
                 "dc_power_w": round(st["dc_power_w"], 1), "temperature_c": round(st["temperature_c"], 1),
                 "yield_total_kwh": round(st["yield_total_kwh"], 3),
-                "limit_pct": round(pct, 1), "limit_w": round(pct * max_w / 100.0, 1), "max_power_w": max_w}
+                "limit_pct": round(pct, 1), "limit_w": round(pct * max_w / 100.0, 1), "max_power_w": max_w,
+                **({"power_state": self.writer.power_states[inv.serial]}
+                   if inv.serial in self.writer.power_states else {})}
 
     def _battery_body(self) -> dict:
         b = self.battery
@@ -288,7 +295,9 @@ class ClosedLoop:
             events.append((M.VENUS_BATTERY, self._battery_body()))
             self.writer.hand_over([r.inv.serial for r in dtu.radios],
                                   {r.inv.serial for r in dtu.radios if r.reachable},
-                                  {r.inv.serial: dtu.limit_relative(r) for r in dtu.radios}, self.mono(t))
+                                  {r.inv.serial: dtu.limit_relative(r) for r in dtu.radios}, self.mono(t),
+                                  {r.inv.serial: (r.stats["ac_power_w"], self.mono(r.stats_t_s))
+                                   for r in dtu.radios if r.stats is not None})
             self.deliver(events, t)
             self.schedule(t + plant.dtu.http_poll_interval_s, "http")
         elif kind == "writer":

@@ -239,9 +239,11 @@ def test_limits_reach_the_plant_only_through_the_product_writer():
     loop = ClosedLoop(Trace([900.0] * 50), plant, policy, seed=1, validate=True)
     result = loop.run()
     limits = [(t, x) for t, x in policy.acks if x["command"] == "limit"]
+    # the writer commands the minimum as soon as the DTU lists an inverter, before any setpoint; a stop sends the
+    # minimum before the power off
     assert sorted((x["serial"], x["limit_pct"], x["outcome"]) for _, x in limits) \
-        == [(a, 20.0, "ok"), (a, 25.0, "ok"), (b, 20.0, "ok")]
-    assert result.commands == 3, "20.3 % is within the writer's send threshold of the acknowledged 20 %"
+        == [(a, 1.0, "ok"), (a, 20.0, "ok"), (a, 25.0, "ok"), (b, 1.0, "ok"), (b, 1.0, "ok"), (b, 20.0, "ok")]
+    assert result.commands == 6, "20.3 % is within the writer's send threshold of the acknowledged 20 %"
     for _, ack in limits:                # acks are seen at the writer's status polls, 0.5 s apart
         assert ack["latency_s"] >= 0.5 and (ack["latency_s"] * 2) == pytest.approx(round(ack["latency_s"] * 2))
     stops = [x for _, x in policy.acks if x["command"] == "power_off"]

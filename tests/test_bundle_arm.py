@@ -236,7 +236,7 @@ def test_the_loop_closes_with_the_services_running_from_the_bundle_on_arm(bundle
     if machine != "armv7l":
         pytest.skip("one ARM machine is enough for the closed loop (the imports and bus are checked on both)")
     from scripts.stack import Stack, wait_for as stack_wait
-    from tests.test_system import SETTLED_BAND_W, TARGET_W
+    from tests.system_support import SETTLED_BAND_W, TARGET_W
 
     rundir = f"/tmp/do-arm-{os.getpid()}"
     st = Stack(str(tmp_path), rundir, scenario="quiet", config_extra={"relay": {"interval": 60}})
