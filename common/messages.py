@@ -172,6 +172,7 @@ SCHEMAS: dict[str, dict] = {
     },
     DTU_ALARM: {
         "kind": F((str,)),               # setpoint_watchdog | stop_unconfirmed (detail names the inverter)
+        "serial": F(OPT_STR, False),     # stop_unconfirmed: the inverter (one alarm per kind and inverter)
         "active": F((bool,)),
         "detail": F(OPT_STR, False),
     },

@@ -49,3 +49,4 @@ def test_cap_by_on_the_acload_uses_the_settings_in_force():
     inputs.on_message("ctrl.settings", {"max_feed_in": 600}, 10.0)
     assert acload_values(inputs, 11.0, Params())["/Control/CapBy"] == 1
     assert acload_values(inputs, 100.0, Params())["/Control/CapBy"] is None     # ctrl.status stale: not known
+

@@ -247,7 +247,8 @@ class WriterMachine:
             slot.stop_first_t, slot.stop_rounds = now, 0
 
     def _stop_alarm(self, serial: str, active: bool, detail: str) -> tuple:
-        return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "active": active, "detail": f"inverter {serial}: {detail}"})
+        return (m.DTU_ALARM, {"kind": "stop_unconfirmed", "serial": serial, "active": active,
+                              "detail": f"inverter {serial}: {detail}"})
 
     def may_switch_off(self, serial: str) -> bool:
         index = self.known_serials.index(serial) if serial in self.known_serials else None

@@ -92,13 +92,16 @@ class Inputs:
     started_t: float
     inverters: dict[str, Seen] = field(default_factory=dict)       # serial -> last dtu.inverter
     dtu_status: Optional[Seen] = None
-    dtu_alarm: Optional[Seen] = None
+    dtu_alarms: dict[tuple, Seen] = field(default_factory=dict)     # (kind, serial or None) -> last dtu.alarm
     grid: Optional[Seen] = None
     balcony: Optional[Seen] = None
     meter_status: dict[str, Seen] = field(default_factory=dict)     # role -> last meter.status
     relay: Optional[Seen] = None
     ctrl_status: Optional[Seen] = None
     ctrl_settings: Optional[Seen] = None
+
+    def active_dtu_alarms(self) -> list[dict]:
+        return [seen.body for seen in self.dtu_alarms.values() if seen.body.get("active")]
 
     def on_message(self, topic: str, body: dict, now: float) -> bool:
         """Store a message. Returns False when no shown value can change now: a topic not shown (ctrl.setpoint,
@@ -115,7 +118,8 @@ class Inputs:
                     del self.inverters[serial]
             return not same
         elif topic == m.DTU_ALARM:
-            self.dtu_alarm = seen
+            # one per kind and inverter: the watchdog's "inactive" must not hide an inverter's unconfirmed stop
+            self.dtu_alarms[(body["kind"], body.get("serial"))] = seen
         elif topic == m.METER_GRID:
             self.grid = seen
         elif topic == m.METER_BALCONY:
@@ -350,7 +354,7 @@ def alarm_levels(inputs: Inputs, battery: BatteryView, now: float, params: Param
     # inverters
     serials = list(inputs.inventory().values())
     fresh = [inputs.fresh_inverter(s, now, params) for s in serials]
-    if inputs.dtu_alarm is not None and inputs.dtu_alarm.body.get("active"):
+    if inputs.active_dtu_alarms():
         own = ALARM
     elif not serials:
         own = None if grace else OK

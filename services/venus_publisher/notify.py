@@ -65,8 +65,13 @@ def cause_texts(inputs: Inputs, battery: BatteryView, levels: dict, now: float, 
             if level == ALARM:
                 text += " — inverters go to minimum"
         elif name == "inverter":
-            alarm = inputs.dtu_alarm.body if inputs.dtu_alarm is not None else {}
-            if alarm.get("active"):
+            active = {alarm["kind"]: alarm for alarm in inputs.active_dtu_alarms()}
+            if "stop_unconfirmed" in active:
+                alarm = active["stop_unconfirmed"]
+                text = f"{_name(inputs, alarm.get('serial') or '')}: stop not confirmed, it may still produce " \
+                       f"({alarm.get('detail')})"
+            elif active:
+                alarm = next(iter(active.values()))
                 text = f"no setpoint from the controller ({alarm.get('detail') or alarm.get('kind')}) — " \
                        "inverters at minimum"
             else:
