@@ -17,6 +17,7 @@ from common import vedbus
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
 from common.safefile import UnusableFile, read_regular, write_atomic
+from common.service import StepGuard, TooManyFailures
 from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
@@ -136,6 +137,23 @@ class NameStore:
             log.warning("custom names: cannot write %s (%s)", self.path, exc)
 
 
+def stepped(func, guard: StepGuard, give_up):
+    """A main-loop step (bus messages, the tick) as a GLib callback: a failure is logged and the step skipped
+    (`guard`); MAX_FAILED_STEPS in a row call `give_up(exc)` and remove the source (the process then exits 1 and
+    supervisord starts it afresh)."""
+    def wrapper(*args):
+        try:
+            with guard:
+                result = func(*args)
+                return True if result is None else result
+            return True
+        except TooManyFailures as exc:
+            give_up(exc)
+            return False
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
 def _guarded(func):
     """GLib swallows exceptions of callbacks with a traceback on stderr: log one line and keep the source alive."""
     def wrapper(*args):
@@ -162,6 +180,8 @@ class VenusPublisher:
         self.acload: Optional[vedbus.VeDbusService] = None
         self._unregistered: list[vedbus.VeDbusService] = []
         self.loop = GLib.MainLoop()
+        self._guard = StepGuard(log, "venus_publisher step")
+        self._gave_up: Optional[TooManyFailures] = None
         self.sub: Optional[Subscriber] = None
         self.pub: Optional[Publisher] = None
         self.battery: Optional[BatteryMonitor] = None
@@ -209,12 +229,16 @@ class VenusPublisher:
                                                 self.clock.monotonic)
             self._sources.append(self.grid_meter.start())   # its silence check, removed in close()
         self._sources.append(GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN,
-                                               _guarded(self._on_zmq)))
+                                               stepped(self._on_zmq, self._guard, self._give_up)))
         self._drain()      # messages queued before the watch existed produce no new edge
-        self._sources.append(GLib.timeout_add(TICK_MS, _guarded(self._on_tick)))
+        self._sources.append(GLib.timeout_add(TICK_MS, stepped(self._on_tick, self._guard, self._give_up)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._sources.append(GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum))
         self.refresh()
+
+    def _give_up(self, exc: TooManyFailures) -> None:
+        self._gave_up = exc
+        self.loop.quit()
 
     def run(self) -> int:
         self.start()
@@ -222,6 +246,8 @@ class VenusPublisher:
             self.loop.run()
         finally:
             self.close()
+        if self._gave_up is not None:
+            raise self._gave_up           # run_service: exit 1, supervisord restarts us
         return 0
 
     def _on_signal(self, signum) -> bool:
