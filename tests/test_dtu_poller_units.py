@@ -565,3 +565,33 @@ def test_the_persistent_limit_type_follows_the_firmware_and_unknown_is_refused()
     assert [persistent_relative_type(v) for v in ("v25.5.10", "v25.9.11", "v25.9.11-12-gabcdef0", "2025.09.16",
                                                   "2025.05.01", "v24.2.12", "", None, "dev")] == \
         [257, 3, 3, 3, 257, 257, None, None, None]
+
+
+def test_a_poll_that_keeps_failing_with_a_bug_ends_the_poll_thread_after_the_step_guard_limit():
+    """A bug (not a DtuError) in a poll is logged and the poll retried; MAX_FAILED_STEPS in a row end the poll
+    loop with TooManyFailures (the thread dies, and the process exits 1 for supervisord to restart it)."""
+    import threading
+
+    from common.service import MAX_FAILED_STEPS, TooManyFailures
+    from services.dtu_poller.reader import Reader
+    from services.dtu_poller.service import PollLoop
+    from services.dtu_poller.writer import Inventory
+
+    calls = []
+
+    class BuggyClient:
+        def __getattr__(self, name):
+            def broken(*_args, **_kwargs):
+                calls.append(name)
+                raise KeyError(f"a bug in {name}")
+            return broken
+
+    loop = PollLoop(BuggyClient(), Reader(can_control=True), lambda t, b: None, Inventory(), 0.001)
+    bound = threading.Timer(10.0, loop.stop_event.set)      # ends the test if the loop never gives up
+    bound.start()
+    try:
+        with pytest.raises(TooManyFailures):
+            loop.run()
+    finally:
+        bound.cancel()
+    assert len(calls) == MAX_FAILED_STEPS

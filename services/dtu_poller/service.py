@@ -14,6 +14,7 @@ from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
 from common.config import inverter_options
+from common.service import StepGuard
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
@@ -141,11 +142,16 @@ class PollLoop:
         return max(0.0, self.poll_interval_s - (self.clock.monotonic() - started))
 
     def run(self) -> None:
+        # a bug in a poll is logged and the poll retried; StepGuard's limit in a row ends the thread (and so the
+        # process, for a restart)
+        guard = StepGuard(log, "DTU poll")
         next_poll_t = self.clock.monotonic()
         while not self.stop_event.is_set():
             now = self.clock.monotonic()
             if now >= next_poll_t:
-                next_poll_t = now + self.step()
+                next_poll_t = now + self.poll_interval_s
+                with guard:
+                    next_poll_t = now + self.step()
                 continue
             if self.reader.status_due(now):
                 topic, body = self.reader.status(now)
