@@ -165,6 +165,8 @@ def test_a_disconnected_battery_is_not_present_and_quiet_values_grow_old(private
     body = battery_feed.wait(lambda b: not b["present"], "/Connected 0 -> not present")
     assert body["soc_pct"] is None and body["dcl_a"] is None and body["age_s"] is None
     assert "/Connected = 0" in body["detail"]
+    # nor does the dcsystem show its last voltage (no inverter data here: invalid)
+    wait_for(lambda: value(DCSYSTEM, "/Dc/0/Voltage") == ("ai", None), 10, 0.1, "dcsystem voltage invalid")
     bat.send({"op": "set", "values": {"/Connected": 1, "/Soc": 56.0}})
     body = battery_feed.wait(lambda b: b["present"] and b["soc_pct"] == 56.0, "connected again")
     assert body["age_s"] < 3.0

@@ -606,7 +606,8 @@ class VenusPublisher:
 
     # ------------------------------------------------------------ values
     def _battery_view(self) -> BatteryView:
-        if self.battery is None or not self.battery.present:
+        if self.battery is None or not self.battery.present or not self.battery.connected:
+            # a battery whose driver says /Connected 0 shows no voltage of its own on the dcsystem either
             return BatteryView(detail=self.battery.detail if self.battery else None)
         values = self.battery.values
         return BatteryView(True, num(values.get("/Dc/0/Voltage")), num(values.get("/Dc/0/Temperature")),
