@@ -173,9 +173,15 @@ class Stack:
                                             env=self.env())
         wait_for(self._all_running, 60, 0.2, "all services RUNNING")
         # RUNNING is not yet on D-Bus: venus_publisher first asks localsettings for its instances and settings
-        wait_for(lambda: "registered com.victronenergy.acload" in self.log("venus_publisher"), 30, 0.2,
-                 "the acload on D-Bus")
+        wait_for(self._acload_on_dbus, 30, 0.2, "the acload on D-Bus")
         return self
+
+    def _acload_on_dbus(self) -> bool:
+        """Whether an acload service is on the stack's D-Bus (asked of the bus itself: logs may be quiet)."""
+        out = subprocess.run(["dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.DBus",
+                              "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames"],
+                             capture_output=True, text=True, env={**os.environ, **self.env()}, timeout=10)
+        return '"com.victronenergy.acload.' in out.stdout
 
     def _all_running(self) -> bool:
         if self.supervisord.poll() is not None:
