@@ -85,3 +85,17 @@ def test_random_faults_never_push_delivered_power_above_the_cap_nor_raise_it_on_
         if stale_steps > STALE_GRACE_STEPS:
             assert total_w <= before_w + 1e-6, ("rose on stale input", loop.now, before_w, total_w)
         before_w = total_w
+
+
+def test_a_vouched_rating_is_not_doubted_while_the_output_ramps_down_to_a_new_limit():
+    """At start the writer commands the minimum at once: the first samples show 1 % with the old output still
+    ramping down. A rating the model name confirms is doubted only if the output stays above the limit."""
+    check = RatingCheck()
+    vouched = RatingCheck.vouched(800.0, "HM-800", 0)
+    assert vouched and not RatingCheck.vouched(100.0, "HMS-2000-4T", 0)
+    for ac_w in (300.0, 120.0):                        # ramping down from 300 W to the 1 % limit
+        check.observe(ac_w, 1.0, 800.0, vouched)
+        assert check.rating(800.0, "HM-800", 0) == 800.0 and check.plausible
+    for _ in range(3):                                 # but an output that stays far above the limit is proof
+        check.observe(120.0, 1.0, 800.0, vouched)
+    assert check.rating(800.0, "HM-800", 0) == LARGEST_W and not check.plausible

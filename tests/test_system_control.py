@@ -9,8 +9,8 @@ import pytest
 
 from common import messages as m
 from tests.support import wait_for
-from tests.system_support import (CAP_W, QUANTUM_W, SETTLE_S, assert_never_over_cap, commanded_totals_w,
-                                  export_wh, module_stack, settle)
+from tests.system_support import (CAP_W, CONTROL_BACK_S, MIN_PERCENT, QUANTUM_W, SETTLE_S, assert_never_over_cap,
+                                  commanded_totals_w, export_wh, module_stack, settle)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,42 @@ def test_limit_failure_is_reported_not_applied(stack):
         stack.fault("opendtu", None)
         sub.close()
     settle(stack, 300)
+
+
+def test_a_stop_the_inverters_ack_but_ignore_still_ends_at_their_minimum(stack):
+    """MaxFeedIn 0 while the inverters acknowledge power off but keep running: the minimum limit went out before
+    each power off, so what they still deliver is their minimum (at most STOP_CONFIRM_W each, which the writer then
+    takes as stopped); dtu.inverter reports `stopping` until a sample shows it; no limit above the minimum is sent
+    while the cap is 0; control is back after the cap is restored."""
+    settle(stack, 300)
+    sub = stack.subscriber([m.DTU_INVERTER])
+    log_len = len(stack.sim_state()["limit_log"])
+    stack.fault("opendtu", "power_ignored")
+    _set_max_feed_in(stack, 0)
+    try:
+        seen: dict = {}
+
+        def reported(state):
+            def check():
+                msg = sub.recv(timeout_s=0.2)
+                if msg is not None and "power_state" in msg.body:
+                    seen.setdefault(msg.body["serial"], []).append(msg.body["power_state"])
+                return len(seen) == 2 and all(states[-1] == state for states in seen.values())
+            return check
+
+        wait_for(reported("off"), 40, 0, "every stop taken as confirmed by a sample at the minimum")
+        assert all("stopping" in states for states in seen.values()), seen
+        sim = stack.sim_state()
+        assert all(inv["enabled"] for inv in sim["inverters"]), "the fault: power off was ignored"
+        assert sim["ac_total_w"] <= 2 * 5.0, sim["ac_total_w"]                 # at most their minimum
+        new = sim["limit_log"][log_len:]
+        for serial in {entry["serial"] for entry in new}:        # from its first minimum on, only the minimum
+            mine = [entry["pct"] for entry in new if entry["serial"] == serial]
+            assert MIN_PERCENT in mine and all(p == MIN_PERCENT for p in mine[mine.index(MIN_PERCENT):]), mine
+    finally:
+        stack.fault("opendtu", None)
+        _set_max_feed_in(stack, CAP_W)
+        sub.close()
+    back_s = settle(stack, 300, timeout_s=60)
+    assert back_s <= CONTROL_BACK_S + 10          # + stop_hold_s (5 s here) before a start, and the start itself
+    assert_never_over_cap(stack)

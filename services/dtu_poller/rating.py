@@ -5,9 +5,12 @@ it commanded (a 2000 W inverter reported as 100 W at 80 % gives 1600 W). Pure fu
 
 Sources: the DTU's max_power (/api/limit/status, or limit_absolute / limit_relative), the nominal power in the
 model name from /api/devinfo/status (Hoymiles HM-, HMS-, HMT-, HERF- models carry it: "HMS-2000-4T" is 2000 W),
-`[inverter.<id>] max_power_w` from config, and the AC power: an inverter delivering more than limit x rating is
-larger than its rating says (not within OBSERVE_SAMPLES samples after the limit went down: the output may
-still be ramping down then).
+`[inverter.<id>] max_power_w` from config, and the AC power: an inverter delivering more than its rating is larger
+than its rating says (at once: no ramp explains that), and so is one delivering more than limit x rating x
+OBSERVE_FACTOR. That second proof counts at once for a rating nothing vouches for; for one that the model name or
+the config confirms, only once the limit has been in force for OBSERVE_SAMPLES samples, after start too: the output
+may still be ramping down from before (the writer commands the minimum as soon as it sees an inverter, and the
+first sample shows that limit with the old output).
 
 Published: the largest of the known figures (a larger rating only makes the commanded percentages smaller). When
 the figures disagree by more than TOLERANCE, the rating is implausible: the configured max_power_w or, without
@@ -43,24 +46,36 @@ class RatingCheck:
     observed_w: float = 0.0        # a rating the AC power proved (until a settled sample fits the DTU's)
     _last_limit: Optional[float] = None
     _since_drop: int = OBSERVE_SAMPLES   # samples since the limit went down (the output may still ramp down)
+    _samples: int = 0                    # samples since start
     plausible: bool = True
     why: str = ""
 
-    def observe(self, ac_w: Optional[float], limit_pct: Optional[float], dtu_w: Optional[float]) -> None:
-        """One fresh sample: AC power at the limit the DTU reports. The first sample counts at once (the
-        controller must not raise on a wrong rating); after a lower limit only once OBSERVE_SAMPLES went by."""
+    def observe(self, ac_w: Optional[float], limit_pct: Optional[float], dtu_w: Optional[float],
+                vouched: bool = False) -> None:
+        """One fresh sample: AC power at the limit the DTU reports. Output above the rating counts at once (the
+        controller must not raise on a wrong rating); output above the limit at once too, unless the DTU's rating is
+        `vouched` for (by the model name or the config): then only once the limit has been in force for
+        OBSERVE_SAMPLES samples."""
         if limit_pct is None or not 0 < limit_pct <= 100:
             return
         dropped = self._last_limit is not None and limit_pct < self._last_limit - 0.5
         self._since_drop = 0 if dropped else self._since_drop + 1
         self._last_limit = limit_pct
-        if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w or self._since_drop < OBSERVE_SAMPLES:
+        self._samples += 1
+        if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w:
             return
         expected_w = limit_pct * dtu_w / 100.0
-        if ac_w > expected_w * OBSERVE_FACTOR:
+        settled = self._since_drop >= OBSERVE_SAMPLES and (self._samples > OBSERVE_SAMPLES or not vouched)
+        if ac_w > dtu_w * (1.0 + TOLERANCE) or (settled and ac_w > expected_w * OBSERVE_FACTOR):
             self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
-        elif ac_w <= expected_w * (1.0 + TOLERANCE):
+        elif settled and ac_w <= expected_w * (1.0 + TOLERANCE):
             self.observed_w = 0.0           # the output fits the DTU's rating (after a restart mid-ramp, say)
+
+    @staticmethod
+    def vouched(dtu_w: Optional[float], model: Optional[str], config_w: float) -> bool:
+        """Whether the model's nominal power or the configured one agrees with the DTU's rating."""
+        return bool(dtu_w) and any(fig and abs(fig - dtu_w) <= fig * TOLERANCE
+                                   for fig in (nominal_w(model), float(config_w or 0)))
 
     def rating(self, dtu_w: Optional[float], model: Optional[str], config_w: float) -> Optional[float]:
         """The rating to publish (None: nothing known; the controller then assumes its unknown_max_w)."""

@@ -136,10 +136,11 @@ class Reader:
         body = inverter_body(live, index, sample_t, status, measurements, model=model)
         check = self.ratings.setdefault(live.serial, RatingCheck())
         dtu_w = body["max_power_w"]
+        config_w = self.config_max_w(live.serial, index)
         if measurements:
-            check.observe(live.ac_power_w, body["limit_pct"], dtu_w)
+            check.observe(live.ac_power_w, body["limit_pct"], dtu_w, RatingCheck.vouched(dtu_w, model, config_w))
         was_plausible = check.plausible
-        rating_w = check.rating(dtu_w, model, self.config_max_w(live.serial, index))
+        rating_w = check.rating(dtu_w, model, config_w)
         if check.plausible != was_plausible:
             (log.info if check.plausible else log.error)("inverter %s: %s", live.serial,
                                                          check.why or "rating plausible again")
