@@ -58,6 +58,9 @@ class StatusLine:
                 + f" | SOC {soc}%  relay {relay} | {reason}")
 
 
+STARTUP_REPORT_S = 15      # the demo says once how much was exported before control took over
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: run until Ctrl-C)")
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
         sub = stack.subscriber([m.METER_GRID, m.CTRL_STATUS, m.VENUS_BATTERY, m.RELAY_STATE, m.DTU_INVERTER])
         start = time.monotonic()
         next_line = start + 1
+        startup_reported = False
         while not stopping:
             if args.seconds and time.monotonic() - start >= args.seconds:
                 break
@@ -111,6 +115,11 @@ def main(argv=None) -> int:
             if time.monotonic() >= next_line:
                 next_line += 1
                 print(f"{time.monotonic() - start:6.0f}s {status.render()}", flush=True)
+                if not startup_reported and time.monotonic() - start >= STARTUP_REPORT_S:
+                    startup_reported = True
+                    # the simulated inverters start at their persistent limit (100 %) until the first command
+                    exported = stack.sim_state()["energy_wh"]["grid_export"]
+                    print(f"demo: start-up export: {exported:.2f} Wh since the simulators started", flush=True)
         sub.close()
     except TimeoutError as exc:
         print(f"demo: {exc}; see the logs in {DEMO_DIR}/", file=sys.stderr)
