@@ -201,14 +201,8 @@ class AhoyModel(DtuModel):
         radio = slot.radio
         if not slot.enabled or "stale" in radio.faults:
             return
-        radio.tx_request += 1
-        if not self._link_ok(radio):
-            radio.failed_polls += 1
-            radio.rx_fail_nothing += 1
+        if not self._poll_answered(radio):
             return
-        radio.failed_polls = 0
-        radio.rx_success += 1
-        radio.devinfo_known = True
         if slot.readback_due:                      # SystemConfigPara before the live data
             slot.readback_pct = round(radio.inv.limit_pct, 1)
             slot.readback_due = False

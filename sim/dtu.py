@@ -318,16 +318,22 @@ class DtuModel:
             last.value[4]["status"] = "Pending"
             self._send(radio, last, now)
             radio.limit_status = "Pending"
+        if not self._poll_answered(radio):
+            return
+        radio.stats_t_s = now
+        radio.stats = self._sample(radio.inv)
+
+    def _poll_answered(self, radio: InverterRadio) -> bool:
+        """One poll over the radio, counted in the inverter's radio statistics: did it answer?"""
         radio.tx_request += 1
         if not self._link_ok(radio):
             radio.failed_polls += 1
             radio.rx_fail_nothing += 1
-            return
+            return False
         radio.failed_polls = 0
         radio.rx_success += 1
         radio.devinfo_known = True
-        radio.stats_t_s = now
-        radio.stats = self._sample(radio.inv)
+        return True
 
     @staticmethod
     def _sample(inv: Inverter) -> dict:
