@@ -61,6 +61,7 @@ class Params:
     tau_up_s: float = 1.5                      # output model: lag towards a higher limit
     tau_down_s: float = 3.0                    # output model: lag towards a lower limit
     dead_time_initial_s: float = 2.0           # output model: dead time assumed until learned
+    ack_delay_initial_s: float = 1.0           # s, command -> ack delay assumed until learned (pulse lead)
     min_command_interval_s: float = 2.0        # per inverter, between two limit changes by the law
     load_filter_band_w: float = 20.0           # W, load estimate moves within this band are smoothed (0 = off)
     load_filter_alpha: float = 0.5             # weight of a new sample inside the band (1 = no smoothing)

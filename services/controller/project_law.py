@@ -20,7 +20,11 @@ from __future__ import annotations
 from services.controller import distribution, filters, protection, pulses
 from services.controller.model import Inverter, State
 from services.controller.params import Params
-from services.controller.response_model import DeadTimeBank
+from services.controller.response_model import DeadTimeBank, valid_learned
+
+LEARNED_SAVE_S = 600.0       # s, the learned response goes to the state file at most this often
+MAX_LEARNED = 16             # inverters (the DTU's limit)
+PULSE_RAMP_S = 1.5           # s, after the dead time until most of a step is delivered (pulse lead)
 
 
 def _say(state: State, line: str) -> None:
@@ -35,11 +39,14 @@ def _bank(state: State, inv: Inverter, now: float, p: Params) -> DeadTimeBank:
     if bank is None:
         u0 = inv.ac_power_w if inv.ac_power_w is not None else inv.cmd_w()
         t0 = (inv.sample_t if inv.sample_t is not None else now) - 1.0
-        bank = DeadTimeBank(p.tau_up_s, p.tau_down_s, t0, u0, p.dead_time_initial_s)
+        start = law.learned.get(inv.serial) or {}
+        bank = DeadTimeBank(p.tau_up_s, p.tau_down_s, t0, u0, start.get("dead_time_s", p.dead_time_initial_s),
+                            start.get("ack_delay_s", p.ack_delay_initial_s))
         bank.last_ack_t = inv.ack_t
         law.banks[inv.serial] = bank
     if inv.ack_t is not None and inv.ack_t != bank.last_ack_t and inv.applied_pct is not None:
-        bank.on_ack(inv.ack_t, inv.applied_pct * inv.max_w() / 100.0)
+        delay = inv.ack_t - inv.cmd_t if inv.cmd_t is not None and inv.ack_t > inv.cmd_t else None
+        bank.on_ack(inv.ack_t, inv.applied_pct * inv.max_w() / 100.0, delay)
     if inv.sample_t is not None and inv.ac_power_w is not None and (
             bank.last_report is None or inv.sample_t > bank.last_report[0]):
         before = bank.dead_time_s
@@ -47,6 +54,41 @@ def _bank(state: State, inv: Inverter, now: float, p: Params) -> DeadTimeBank:
             state.reasons.append(f"project: dead time of {inv.serial} now estimated {bank.dead_time_s:g} s "
                                  f"(was {before:g} s)")
     return bank
+
+
+def _note_learned(state: State, now: float) -> None:
+    """Copy what the banks learned into the persisted part, at most every LEARNED_SAVE_S (the state file lives
+    on flash) and only when a dead time changed or an ack delay moved by more than 0.5 s."""
+    law = state.project
+    if now - law.learned_t < LEARNED_SAVE_S:
+        return
+    law.learned_t = now
+    changed = False
+    for serial, bank in law.banks.items():
+        new, old = bank.learned(), law.learned.get(serial)
+        if old is None or old["dead_time_s"] != new["dead_time_s"] \
+                or abs(old["ack_delay_s"] - new["ack_delay_s"]) > 0.5:
+            law.learned[serial] = new
+            changed = True
+    if changed:
+        state.persist_version += 1
+
+
+def learned(state: State) -> dict:
+    """The persisted part: serial -> {"dead_time_s", "ack_delay_s"}."""
+    return {serial: dict(values) for serial, values in state.project.learned.items()}
+
+
+def restore_learned(state: State, data) -> str:
+    """Take the learned state from the state file (invalid entries are dropped); a note for the status."""
+    if not isinstance(data, dict):
+        return "" if data is None else "learned response invalid"
+    kept = {serial: v for serial, v in ((s, valid_learned(v)) for s, v in list(data.items())[:MAX_LEARNED])
+            if isinstance(serial, str) and v is not None}
+    state.project.learned = kept
+    dropped = len(data) - len(kept)
+    return ", ".join(f"{s} dead time {v['dead_time_s']:g} s, ack {v['ack_delay_s']:g} s" for s, v in kept.items()) \
+        + (f" ({dropped} invalid dropped)" if dropped else "")
 
 
 def _rotate(state: State, now: float, p: Params) -> None:
@@ -86,6 +128,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
         u = bank.output_at(grid_t, inv.ac_power_w, inv.sample_t)
         output_w += u
         reported_w += inv.ac_power_w if inv.ac_power_w is not None else u
+    _note_learned(state, now)
     others_now_w = 0.0   # what the other inverters deliver now (part of the load estimate)
     fixed_w = 0.0        # what they will deliver (at their minimum, or nothing)
     fixed_cmd_w = 0.0
@@ -105,7 +148,10 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
         if law.pulses is None:
             law.pulses = pulses.PulseTracker()
         law.pulses.observe(grid_t, load_w, p.pulse_min_w, p.pulse_tolerance_s, p.pulse_forget_s)
-        lead_s = max(law.banks[inv.serial].dead_time_s for inv in controllable) + p.pulse_lead_s
+        # ahead by the dead time plus what comes before it (the ack) and after it (the ramp): pulse_lead_s, or the
+        # learned ack delay + PULSE_RAMP_S when the link is slower
+        lead_s = max(law.banks[inv.serial].dead_time_s
+                     + max(p.pulse_lead_s, law.banks[inv.serial].ack_delay_s + PULSE_RAMP_S) for inv in controllable)
         ahead_w = law.pulses.anticipation_w(now, lead_s, p.pulse_min_cycles, p.pulse_tolerance_s,
                                             p.pulse_min_period_s, p.pulse_max_period_s,
                                             lead_s + p.pulse_fall_extra_s, p.pulse_fall_min_cycles)

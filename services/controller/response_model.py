@@ -11,7 +11,10 @@ assumed), and during the dead time and the ramp the model supplies what the repo
 
 The dead time differs between installations (2..15 s) and is learned: `DeadTimeBank` runs one model per candidate
 dead time and uses the one whose predicted *changes* between consecutive reports fit the reported changes best
-(EWMA of the squared error): robust to continuous commanding and to a constant offset.
+(EWMA of the squared error): robust to continuous commanding and to a constant offset. The bank also keeps the
+delay from a command to its acknowledgement (EWMA of `on_ack`'s `command_delay_s`): together with the dead time it
+is how far ahead the law has to look (pulse prediction). Both are the inverter's learned state (`learned`), kept
+across restarts by the controller's state file and handed back as the bank's start (`LearnedState`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ STEP_S = 0.25                 # model resolution
 KEEP_POINTS = 800             # ~200 s of trajectory kept per model
 CANDIDATES_S = (0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0)
 ERROR_WEIGHT = 0.03           # EWMA weight of one report's squared error
+ACK_WEIGHT = 0.1              # EWMA weight of one command's delay until its ack
+ACK_DELAY_MAX_S = 30.0        # a longer delay is not a measurement of the link (a lost command, a restart)
 
 
 class InverterModel:
@@ -72,15 +77,21 @@ class InverterModel:
 class DeadTimeBank:
     """One model per candidate dead time; the best fit of reported changes is the estimate."""
 
-    __slots__ = ("models", "errors", "best", "last_report", "last_ack_t")
+    __slots__ = ("models", "errors", "best", "last_report", "last_ack_t", "ack_delay_s")
 
-    def __init__(self, tau_up_s: float, tau_down_s: float, t0: float, u0: float, initial_s: float):
+    def __init__(self, tau_up_s: float, tau_down_s: float, t0: float, u0: float, initial_s: float,
+                 ack_delay_s: float = 2.0):
         self.models = [InverterModel(tau_up_s, tau_down_s, t0, u0) for _ in CANDIDATES_S]
         nearest = min(range(len(CANDIDATES_S)), key=lambda i: abs(CANDIDATES_S[i] - initial_s))
         self.errors = [0.0 if i == nearest else 1.0 for i in range(len(CANDIDATES_S))]
         self.best = nearest
         self.last_report: Optional[tuple] = None
         self.last_ack_t: Optional[float] = None
+        self.ack_delay_s = ack_delay_s
+
+    def learned(self) -> dict:
+        """What is worth keeping across a restart (JSON-compatible)."""
+        return {"dead_time_s": self.dead_time_s, "ack_delay_s": round(self.ack_delay_s, 2)}
 
     @property
     def dead_time_s(self) -> float:
@@ -90,9 +101,12 @@ class DeadTimeBank:
     def model(self) -> InverterModel:
         return self.models[self.best]
 
-    def on_ack(self, ack_t: float, target_w: float) -> None:
-        """A limit worth `target_w` became effective in the DTU at `ack_t`."""
+    def on_ack(self, ack_t: float, target_w: float, command_delay_s: Optional[float] = None) -> None:
+        """A limit worth `target_w` became effective in the DTU at `ack_t`, `command_delay_s` after the law
+        commanded it (None: not known)."""
         self.last_ack_t = ack_t
+        if command_delay_s is not None and 0.0 <= command_delay_s <= ACK_DELAY_MAX_S:
+            self.ack_delay_s += ACK_WEIGHT * (command_delay_s - self.ack_delay_s)
         for d, m in zip(CANDIDATES_S, self.models):
             m.add_target(ack_t + d, target_w)
 
@@ -115,3 +129,14 @@ class DeadTimeBank:
         if reported_w is None or report_t is None:
             return m.at(t)
         return reported_w + m.at(t) - m.at(report_t)
+
+
+def valid_learned(data) -> Optional[dict]:
+    """One inverter's learned state as read from the state file, or None when it is not usable."""
+    if not isinstance(data, dict):
+        return None
+    dead, ack = data.get("dead_time_s"), data.get("ack_delay_s")
+    for value, high in ((dead, CANDIDATES_S[-1]), (ack, ACK_DELAY_MAX_S)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
+            return None
+    return {"dead_time_s": float(dead), "ack_delay_s": float(ack)}
