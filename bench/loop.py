@@ -56,6 +56,7 @@ class RunResult:
     last_status: Optional[dict] = None
     above_cap: int = 0                  # commands after which the inverters switched on were limited above the cap
     max_commanded_w: float = 0.0        # the highest such sum of limits (W)
+    refreshes: int = 0                  # limit commands repeating the limit last sent to that inverter
 
 
 class SimWriter:
@@ -78,6 +79,7 @@ class SimWriter:
         self.off: set = set()                          # serials last commanded off
         self.above_cap = 0
         self.max_commanded_w = 0.0
+        self.refreshes = 0
 
     # WriterLoop.submit / Inventory.update
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -140,7 +142,10 @@ class SimWriter:
             radio = next((r for r in self.dtu.radios if r.inv.serial == cmd.serial), None)
             if radio is None:
                 return
-            self.wire_w[cmd.serial] = min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0
+            limit_w = min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0
+            if self.wire_w.get(cmd.serial) == limit_w:
+                self.refreshes += 1
+            self.wire_w[cmd.serial] = limit_w
         elif cmd.kind == "power_off":
             self.off.add(cmd.serial)
         elif cmd.kind == "power_on":
@@ -361,4 +366,4 @@ class ClosedLoop:
             p_max[second] = plant.p_max_w(trace_balcony[second], battery.voltage_v, battery.dcl_a)
         return RunResult(getattr(self.policy, "name", "?"), out, p_max, self.writer.commands,
                          sum(r.tx_re_request for r in self.dtu.radios), self.policy_calls, self.last_status,
-                         self.writer.above_cap, self.writer.max_commanded_w)
+                         self.writer.above_cap, self.writer.max_commanded_w, self.writer.refreshes)

@@ -107,6 +107,7 @@ class ProjectLaw:
     pulses: object = None                    # pulses.PulseTracker, created with the first sample
     learned: dict = field(default_factory=dict)  # serial -> learned response (persisted; project_law.learned)
     learned_t: float = float("-inf")         # when `learned` was last updated from the banks
+    noise_w: float = 0.0                     # mean |load estimate - its smoothed value| (W): meter + load noise
 
 
 @dataclass(slots=True)

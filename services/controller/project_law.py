@@ -25,6 +25,11 @@ from services.controller.response_model import DeadTimeBank, valid_learned
 LEARNED_SAVE_S = 600.0       # s, the learned response goes to the state file at most this often
 MAX_LEARNED = 16             # inverters (the DTU's limit)
 PULSE_RAMP_S = 1.5           # s, after the dead time until most of a step is delivered (pulse lead)
+NOISE_WEIGHT = 0.02          # EWMA weight of one sample's deviation (noise estimate)
+NOISE_CLIP_W = 60.0          # a larger deviation (a load step) counts this much
+NOISE_SIGMA_PER_MEAN_ABS = 1.25    # sigma of a normal distribution / its mean absolute deviation
+NOISE_BAND_SIGMAS = 3.0      # load filter band at least this many sigma
+NOISE_DEADBAND_SIGMAS = 1.0  # raise deadband at least this many sigma (reduce: twice that)
 
 
 def _say(state: State, line: str) -> None:
@@ -89,6 +94,21 @@ def restore_learned(state: State, data) -> str:
     dropped = len(data) - len(kept)
     return ", ".join(f"{s} dead time {v['dead_time_s']:g} s, ack {v['ack_delay_s']:g} s" for s, v in kept.items()) \
         + (f" ({dropped} invalid dropped)" if dropped else "")
+
+
+def _parked_short_w(controllable: list, total_w: float, p: Params) -> float:
+    """What the inverters the spread parks at the minimum percent do not deliver: many models give 0 W there
+    (HM below 2..5 %), so their minimum, counted in the spread, would be missing from the output for good. An
+    inverter counts when it stays parked and reports less than half of that minimum."""
+    pcts = distribution.spread(total_w, [inv.max_w() for inv in controllable], p.quantum_pct, p.min_percent,
+                               p.max_percent, p.active_min_pct)
+    short_w = 0.0
+    for inv, pct in zip(controllable, pcts):
+        min_w = p.min_percent * inv.max_w() / 100.0
+        if pct <= p.min_percent and inv.cmd_pct is not None and inv.cmd_pct <= p.min_percent \
+                and inv.ac_power_w is not None and inv.ac_power_w < 0.5 * min_w:
+            short_w += min_w
+    return short_w
 
 
 def _rotate(state: State, now: float, p: Params) -> None:
@@ -156,13 +176,23 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
                                             p.pulse_min_period_s, p.pulse_max_period_s,
                                             lead_s + p.pulse_fall_extra_s, p.pulse_fall_min_cycles)
         ahead_w *= p.pulse_raise_frac if ahead_w > 0 else p.pulse_reduce_frac
-    load_w = law.load_f = filters.band_smooth(law.load_f, load_w, p.load_filter_band_w, p.load_filter_alpha)
+    # the noise the law sees (meter + load, through the estimate): the filter band and the deadbands grow with it,
+    # so that a noisy meter (sigma 15 W) does not turn into a command on every sample
+    if law.load_f is not None:
+        law.noise_w += NOISE_WEIGHT * (min(abs(load_w - law.load_f), NOISE_CLIP_W) - law.noise_w)
+    sigma_w = NOISE_SIGMA_PER_MEAN_ABS * law.noise_w
+    band_w = max(p.load_filter_band_w, NOISE_BAND_SIGMAS * sigma_w) if p.load_filter_band_w > 0 else 0.0
+    load_w = law.load_f = filters.band_smooth(law.load_f, load_w, band_w, p.load_filter_alpha)
+    raise_deadband_w = max(p.raise_deadband_w, NOISE_DEADBAND_SIGMAS * sigma_w)
+    reduce_deadband_w = max(p.reduce_deadband_w, 2.0 * NOISE_DEADBAND_SIGMAS * sigma_w)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(load_w + ahead_w - target_w - fixed_w, 0.0), cap_w)
+    if total_w > 0:
+        total_w = min(total_w + _parked_short_w(controllable, total_w, p), cap_w)
     current_w = sum(inv.cmd_w() for inv in controllable)
     delta_w = total_w - current_w
     dead = "/".join(f"{law.banks[inv.serial].dead_time_s:g}" for inv in controllable)
-    if -p.reduce_deadband_w <= delta_w <= p.raise_deadband_w:
+    if -reduce_deadband_w <= delta_w <= raise_deadband_w:
         _say(state, "project: limits match the estimated load, no change")
         _rotate(state, now, p)
         return True
