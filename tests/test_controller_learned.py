@@ -75,9 +75,12 @@ def test_invalid_learned_entries_are_dropped():
     note = project_law.restore_learned(state, {"A": {"dead_time_s": 4.5, "ack_delay_s": 1.0},
                                                "B": {"dead_time_s": -1, "ack_delay_s": 1.0},
                                                "C": {"dead_time_s": True, "ack_delay_s": 1.0},
-                                               "D": "x", "E": {"dead_time_s": 1e9, "ack_delay_s": 0.0}})
-    assert state.project.learned == {"A": {"dead_time_s": 4.5, "ack_delay_s": 1.0}}
-    assert "4 invalid dropped" in note
+                                               "D": "x", "E": {"dead_time_s": 1e9, "ack_delay_s": 0.0},
+                                               "F": {"dead_time_s": 2, "ack_delay_s": 1.0, "ramp_w_per_s": -5},
+                                               "G": {"dead_time_s": 2, "ack_delay_s": 1.0, "ramp_w_per_s": 100}})
+    assert state.project.learned == {"A": {"dead_time_s": 4.5, "ack_delay_s": 1.0, "ramp_w_per_s": 0.0},
+                                     "G": {"dead_time_s": 2.0, "ack_delay_s": 1.0, "ramp_w_per_s": 100.0}}
+    assert "5 invalid dropped" in note
     assert project_law.restore_learned(state, ["not", "a", "dict"]) == "learned response invalid"
 
 

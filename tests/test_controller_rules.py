@@ -818,8 +818,8 @@ def test_project_learns_the_dead_time_in_a_closed_loop_and_says_so():
             events.append(inverter("A", t - 0.5, acked, ac_power_w=plant.at(t - 0.5)))
         d.step(events, dt=0.5)
     assert d.state.project.banks["A"].dead_time_s == 8.0
-    said = [r for s in d.out[m.CTRL_STATUS] for r in s["reasons"] if "dead time of A now estimated" in r]
-    assert said and said[-1].startswith("project: dead time of A now estimated 8 s")
+    said = [r for s in d.out[m.CTRL_STATUS] for r in s["reasons"] if "response of A now estimated" in r]
+    assert said and said[-1].startswith("project: response of A now estimated: dead time 8 s, ramp lag only")
 
 
 def test_project_keeps_the_command_spacing_per_inverter():

@@ -46,7 +46,7 @@ def _bank(state: State, inv: Inverter, now: float, p: Params) -> DeadTimeBank:
         t0 = (inv.sample_t if inv.sample_t is not None else now) - 1.0
         start = law.learned.get(inv.serial) or {}
         bank = DeadTimeBank(p.tau_up_s, p.tau_down_s, t0, u0, start.get("dead_time_s", p.dead_time_initial_s),
-                            start.get("ack_delay_s", p.ack_delay_initial_s))
+                            start.get("ack_delay_s", p.ack_delay_initial_s), start.get("ramp_w_per_s", 0.0))
         bank.last_ack_t = inv.ack_t
         law.banks[inv.serial] = bank
     if inv.ack_t is not None and inv.ack_t != bank.last_ack_t and inv.applied_pct is not None:
@@ -54,11 +54,15 @@ def _bank(state: State, inv: Inverter, now: float, p: Params) -> DeadTimeBank:
         bank.on_ack(inv.ack_t, inv.applied_pct * inv.max_w() / 100.0, delay)
     if inv.sample_t is not None and inv.ac_power_w is not None and (
             bank.last_report is None or inv.sample_t > bank.last_report[0]):
-        before = bank.dead_time_s
+        before = (bank.dead_time_s, bank.ramp_w_per_s)
         if bank.on_report(inv.sample_t, inv.ac_power_w):
-            state.reasons.append(f"project: dead time of {inv.serial} now estimated {bank.dead_time_s:g} s "
-                                 f"(was {before:g} s)")
+            state.reasons.append(f"project: response of {inv.serial} now estimated: dead time {bank.dead_time_s:g} s"
+                                 f", ramp {_ramp(bank.ramp_w_per_s)} (was {before[0]:g} s, {_ramp(before[1])})")
     return bank
+
+
+def _ramp(ramp_w_per_s: float) -> str:
+    return f"{ramp_w_per_s:g} W/s" if ramp_w_per_s > 0 else "lag only"
 
 
 def _note_learned(state: State, now: float) -> None:
@@ -71,7 +75,7 @@ def _note_learned(state: State, now: float) -> None:
     changed = False
     for serial, bank in law.banks.items():
         new, old = bank.learned(), law.learned.get(serial)
-        if old is None or old["dead_time_s"] != new["dead_time_s"] \
+        if old is None or old["dead_time_s"] != new["dead_time_s"] or old.get("ramp_w_per_s") != new["ramp_w_per_s"] \
                 or abs(old["ack_delay_s"] - new["ack_delay_s"]) > 0.5:
             law.learned[serial] = new
             changed = True
@@ -80,7 +84,7 @@ def _note_learned(state: State, now: float) -> None:
 
 
 def learned(state: State) -> dict:
-    """The persisted part: serial -> {"dead_time_s", "ack_delay_s"}."""
+    """The persisted part: serial -> {"dead_time_s", "ack_delay_s", "ramp_w_per_s"}."""
     return {serial: dict(values) for serial, values in state.project.learned.items()}
 
 
@@ -92,23 +96,27 @@ def restore_learned(state: State, data) -> str:
             if isinstance(serial, str) and v is not None}
     state.project.learned = kept
     dropped = len(data) - len(kept)
-    return ", ".join(f"{s} dead time {v['dead_time_s']:g} s, ack {v['ack_delay_s']:g} s" for s, v in kept.items()) \
+    return ", ".join(f"{s} dead time {v['dead_time_s']:g} s, ramp {_ramp(v['ramp_w_per_s'])}, ack "
+                     f"{v['ack_delay_s']:g} s" for s, v in kept.items()) \
         + (f" ({dropped} invalid dropped)" if dropped else "")
 
 
-def _parked_short_w(controllable: list, total_w: float, p: Params) -> float:
-    """What the inverters the spread parks at the minimum percent do not deliver: many models give 0 W there
-    (HM below 2..5 %), so their minimum, counted in the spread, would be missing from the output for good. An
-    inverter counts when it stays parked and reports less than half of that minimum."""
-    pcts = distribution.spread(total_w, [inv.max_w() for inv in controllable], p.quantum_pct, p.min_percent,
-                               p.max_percent, p.active_min_pct)
+def _parked_short(controllable: list, pcts: list, p: Params) -> tuple[float, int]:
+    """What the inverters the spread parks at the minimum percent do not deliver, and how many are active (the
+    first ones). Many models give 0 W at the minimum percent (HM below 2..5 %): their minimum, counted in the
+    spread, would be missing from the output for good, so the active inverters make up for it. An inverter counts
+    when it stays parked and reports less than half of that minimum. The active set stays the spread's (a make-up
+    that woke another inverter would be taken back at the next sample)."""
+    active = len(pcts)
+    while active > 1 and pcts[active - 1] <= p.min_percent:
+        active -= 1
     short_w = 0.0
-    for inv, pct in zip(controllable, pcts):
+    for inv in controllable[active:]:
         min_w = p.min_percent * inv.max_w() / 100.0
-        if pct <= p.min_percent and inv.cmd_pct is not None and inv.cmd_pct <= p.min_percent \
-                and inv.ac_power_w is not None and inv.ac_power_w < 0.5 * min_w:
+        if inv.cmd_pct is not None and inv.cmd_pct <= p.min_percent and inv.ac_power_w is not None \
+                and inv.ac_power_w < 0.5 * min_w:
             short_w += min_w
-    return short_w
+    return short_w, active
 
 
 def _rotate(state: State, now: float, p: Params) -> None:
@@ -187,17 +195,20 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     reduce_deadband_w = max(p.reduce_deadband_w, 2.0 * NOISE_DEADBAND_SIGMAS * sigma_w)
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(load_w + ahead_w - target_w - fixed_w, 0.0), cap_w)
-    if total_w > 0:
-        total_w = min(total_w + _parked_short_w(controllable, total_w, p), cap_w)
-    current_w = sum(inv.cmd_w() for inv in controllable)
+    max_ws = [inv.max_w() for inv in controllable]
+    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
+    short_w, active = _parked_short(controllable, pcts, p)
+    current_w = sum(inv.cmd_w() for inv in controllable) - short_w
     delta_w = total_w - current_w
     dead = "/".join(f"{law.banks[inv.serial].dead_time_s:g}" for inv in controllable)
     if -reduce_deadband_w <= delta_w <= raise_deadband_w:
         _say(state, "project: limits match the estimated load, no change")
         _rotate(state, now, p)
         return True
-    max_ws = [inv.max_w() for inv in controllable]
-    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
+    if short_w > 0:
+        rest_w = sum(p.min_percent * m / 100.0 for m in max_ws[active:])
+        pcts[:active] = distribution.spread(min(total_w - rest_w + short_w, cap_w), max_ws[:active], p.quantum_pct,
+                                            p.min_percent, p.max_percent)
     pcts = distribution.cap_cuts(pcts, max_ws, cap_w, p.quantum_pct, floor_pct=p.min_percent)
     if all(pct == inv.cmd_pct for inv, pct in zip(controllable, pcts)):
         _say(state, "project: limits match the estimated load (limit steps), no change")
