@@ -24,6 +24,7 @@ from services.controller.response_model import DeadTimeBank, valid_learned
 
 LEARNED_SAVE_S = 600.0       # s, the learned response goes to the state file at most this often
 MAX_LEARNED = 16             # inverters (the DTU's limit)
+ACTIVE_HYSTERESIS = 0.25     # share beyond the point where one inverter more or less is active (spread)
 PULSE_RAMP_S = 1.5           # s, after the dead time until most of a step is delivered (pulse lead)
 NOISE_WEIGHT = 0.02          # EWMA weight of one sample's deviation (noise estimate)
 NOISE_CLIP_W = 60.0          # a larger deviation (a load step) counts this much
@@ -99,6 +100,32 @@ def restore_learned(state: State, data) -> str:
     return ", ".join(f"{s} dead time {v['dead_time_s']:g} s, ramp {_ramp(v['ramp_w_per_s'])}, ack "
                      f"{v['ack_delay_s']:g} s" for s, v in kept.items()) \
         + (f" ({dropped} invalid dropped)" if dropped else "")
+
+
+def _spread_sticky(total_w: float, max_ws: list, now_active: int, p: Params) -> list:
+    """distribution.spread, with hysteresis on how many inverters are active: a total near the point where one
+    more inverter gets active_min_pct woke it and parked it again on alternate samples, the inverters moving in
+    opposite directions with their own dead times (an oscillation on plants with mixed inverters). The active
+    count changes only when the total is ACTIVE_HYSTERESIS beyond that point (or the active ones cannot carry it)."""
+    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
+    n = len(pcts)
+    wanted = n
+    while wanted > 1 and pcts[wanted - 1] <= p.min_percent:
+        wanted -= 1
+    if not 1 <= now_active <= n or wanted == now_active or p.active_min_pct <= 0 or total_w <= 0:
+        return pcts
+
+    def point_w(k: int) -> float:     # the total from which k inverters are active
+        return sum(p.active_min_pct * m / 100.0 for m in max_ws[:k]) \
+            + sum(p.min_percent * m / 100.0 for m in max_ws[k:])
+    keep = (wanted < now_active and total_w >= (1.0 - ACTIVE_HYSTERESIS) * point_w(now_active)) or (
+        wanted > now_active and total_w < (1.0 + ACTIVE_HYSTERESIS) * point_w(wanted)
+        and total_w <= sum(p.max_percent * m / 100.0 for m in max_ws[:now_active]))
+    if not keep:
+        return pcts
+    rest_w = sum(p.min_percent * m / 100.0 for m in max_ws[now_active:])
+    return distribution.spread(total_w - rest_w, max_ws[:now_active], p.quantum_pct, p.min_percent,
+                               p.max_percent) + [p.min_percent] * (n - now_active)
 
 
 def _parked_short(controllable: list, pcts: list, p: Params) -> tuple[float, int]:
@@ -196,7 +223,7 @@ def run(state: State, now: float, p: Params, fig, command) -> bool:
     cap_w = max(0.0, fig.cap_w - fixed_cmd_w)
     total_w = min(max(load_w + ahead_w - target_w - fixed_w, 0.0), cap_w)
     max_ws = [inv.max_w() for inv in controllable]
-    pcts = distribution.spread(total_w, max_ws, p.quantum_pct, p.min_percent, p.max_percent, p.active_min_pct)
+    pcts = _spread_sticky(total_w, max_ws, sum(1 for inv in controllable if (inv.cmd_pct or 0.0) > p.min_percent), p)
     short_w, active = _parked_short(controllable, pcts, p)
     current_w = sum(inv.cmd_w() for inv in controllable) - short_w
     delta_w = total_w - current_w
