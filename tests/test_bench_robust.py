@@ -41,7 +41,7 @@ def test_tiny_sweep_table_shape_and_a_broken_policy_is_caught(capsys):
     assert summary[1]["commands_met"] == "-"
     assert not any(c["pass"] for c in cells)
     text = robust.format_summary(summary)
-    assert len(text.splitlines()) == 2 + len(summary) + 2
+    assert len(text.splitlines()) == 2 + len(summary) + 3
 
 
 def test_oracle_delay_itself_meets_cost_and_cap(capsys):
