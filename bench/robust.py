@@ -9,9 +9,11 @@ N plants are drawn with a fixed seed, each parameter independently over a realis
   DTU                          HTTP poll 1-5 s; radio 0.7-1.5 s per exchange, round-robin over 1-4 inverters
   inverters                    mixed sizes 300-2000 W; resolution 0.1 % (HM) or 1 % (HMS); efficiency 0.93-0.97
 
-Every scenario (the first `--seconds` of each built-in one, `day` from 12:00, and `steady`: a constant load) runs on
-every plant through the real writer machine and the shared plant model (bench/loop.py), for `project` and for
-`oracle_delay` on that same plant. Goals per cell (worst case over the plants is what the table shows):
+Every scenario (the first `--seconds` of each built-in one, `day` from 12:00, and `steady`: a constant 300 W load)
+runs on every plant through the real writer machine and the shared plant model (bench/loop.py), for `project`, for
+`oracle_delay` on that same plant, and for `oracle_meter` (oracle_delay seeing the true load only when the meter
+delivers it: what the meter's timing alone costs). The project law runs with `BENCH_PARAMS` (an over-temperature
+limit above what sim's temperature model reaches). Goals per cell (the table shows the worst case over the plants):
 
   cost    <= 1.25 x oracle_delay's cost   (cost = export + avoidable import, Wh)
   export  <= 1.1 x oracle_delay's export
