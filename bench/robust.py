@@ -199,7 +199,8 @@ def format_summary(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['scenario']:<15}{r['worst_cost_ratio']:>10.2f}x{r['worst_cost_plant']:>8}"
                      f"{r['median_cost_ratio']:>7.2f}x{r['worst_export_ratio']:>9.2f}x{r['worst_export_plant']:>8}"
-                     f"{r['max_commands_per_h']:>10.0f}{r['max_changes_per_h']:>7.0f}{r['above_cap']:>6}  {r['cost_met']:>7}{r['export_met']:>7}"
+                     f"{r['max_commands_per_h']:>10.0f}{r['max_changes_per_h']:>7.0f}{r['above_cap']:>6}"
+                     f"  {r['cost_met']:>7}{r['export_met']:>7}"
                      f"{r['commands_met']:>7}{r.get('cost_missed_meter_too', '-'):>12}"
                      f"{r.get('export_missed_meter_too', '-'):>11}{r.get('export_missed_cheaper', '-'):>11}")
     lines.append(f"ratios against oracle_delay on the same plant (denominator >= {FLOOR_WH} Wh); goals: cost <= "
