@@ -100,3 +100,20 @@ def test_starting_far_too_short_on_a_slow_plant_does_not_oscillate():
 def test_starting_far_too_long_on_a_fast_plant_does_not_oscillate():
     trace, res = run(0.5, CorePolicy("project", dead_time_initial_s=15.0))
     _assert_calm(trace, res, 320)
+
+
+def test_the_learned_part_is_saved_on_a_change_at_most_every_ten_minutes():
+    from services.controller.response_model import DeadTimeBank
+    state = core.initial_state(core.Params())
+    bank = DeadTimeBank(1.5, 3.0, 0.0, 0.0, initial_s=2.0)
+    state.project.banks["A"] = bank
+    v0 = core.persist_version(state)
+    project_law._note_learned(state, 100.0)
+    assert core.persist_version(state) == v0 + 1 and state.project.learned["A"]["dead_time_s"] == 2.0
+    bank.best = len(bank.models) - 1                          # now a different dead time and ramp
+    project_law._note_learned(state, 100.0 + project_law.LEARNED_SAVE_S - 1.0)
+    assert core.persist_version(state) == v0 + 1               # too soon: the flash is spared
+    project_law._note_learned(state, 100.0 + project_law.LEARNED_SAVE_S)
+    assert core.persist_version(state) == v0 + 2 and state.project.learned["A"]["dead_time_s"] == 18.0
+    project_law._note_learned(state, 100.0 + 3 * project_law.LEARNED_SAVE_S)
+    assert core.persist_version(state) == v0 + 2               # unchanged: nothing written
