@@ -54,6 +54,9 @@ class RunResult:
     resends: int                        # DTU-internal resends
     policy_calls: int
     last_status: Optional[dict] = None
+    above_cap: int = 0                  # commands after which the inverters switched on were limited above the cap
+    max_commanded_w: float = 0.0        # the highest such sum of limits (W)
+    refreshes: int = 0                  # limit commands repeating the limit last sent to that inverter
 
 
 class SimWriter:
@@ -73,6 +76,11 @@ class SimWriter:
         self.woken = False
         self.commands = 0
         self.power_states: dict = {}
+        self.wire_w: dict = {}                         # serial -> last limit sent (W)
+        self.off: set = set()                          # serials last commanded off
+        self.above_cap = 0
+        self.max_commanded_w = 0.0
+        self.refreshes = 0
 
     # WriterLoop.submit / Inventory.update
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -128,8 +136,31 @@ class SimWriter:
                 dtu.submit_power(cmd.serial, "restart")
             elif cmd.kind == "dtu_reboot":
                 dtu.reboot()
+            self._check_cap(cmd)
             out += self.machine.on_sent(cmd, now, None, now)
         return out
+
+    def _check_cap(self, cmd) -> None:
+        """Sum of the limits in force on the inverters not commanded off, after this command; above the site's
+        feed-in cap (+1 W for rounding) it counts as a command above the cap."""
+        if cmd.kind == "limit":
+            radio = next((r for r in self.dtu.radios if r.inv.serial == cmd.serial), None)
+            if radio is None:
+                return
+            limit_w = min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0
+            if self.wire_w.get(cmd.serial) == limit_w:
+                self.refreshes += 1
+            self.wire_w[cmd.serial] = limit_w
+        elif cmd.kind == "power_off":
+            self.off.add(cmd.serial)
+        elif cmd.kind == "power_on":
+            self.off.discard(cmd.serial)
+        else:
+            return
+        total = sum(w for s, w in self.wire_w.items() if s not in self.off)
+        self.max_commanded_w = max(self.max_commanded_w, total)
+        if total > self.loop.plant.site.max_feed_in_w + 1.0:
+            self.above_cap += 1
 
     def _refresh_flags(self, now: float) -> None:
         machine = self.machine
@@ -343,4 +374,5 @@ class ClosedLoop:
             out[second] = acc / ticks_per_s
             p_max[second] = plant.p_max_w(trace_balcony[second], battery.voltage_v, battery.dcl_a)
         return RunResult(getattr(self.policy, "name", "?"), out, p_max, self.writer.commands,
-                         sum(r.tx_re_request for r in self.dtu.radios), self.policy_calls, self.last_status)
+                         sum(r.tx_re_request for r in self.dtu.radios), self.policy_calls, self.last_status,
+                         self.writer.above_cap, self.writer.max_commanded_w, self.writer.refreshes)

@@ -44,14 +44,17 @@ def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s:
         if name == "oracle":
             u, p_max = u_star, p_max_star
             commands = int(np.count_nonzero(np.abs(np.diff(u)) > 0.5))
-            calls = 0
+            calls, above_cap, refreshes = 0, 0, 0
         else:
             loop = ClosedLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate)
             res = loop.run()
             u, p_max, commands, calls = res.output_w, res.p_max_w, res.commands, res.policy_calls
+            above_cap, refreshes = res.above_cap, res.refreshes
         row = {"policy": name, "scenario": trace.name, "dead_time_s": plant.dead_time_s, "seed": seed}
         row.update(metrics.score(load, balcony, u, tau, p_max, plant.p_min_w, commands, g_oracle_w=g_star))
         row["policy_calls"] = calls
+        row["above_cap"] = above_cap
+        row["changes_per_h"] = (commands - refreshes) * 3600.0 / len(load)     # commands without the refreshes
         row["runtime_s"] = round(time.process_time() - started, 2)
         if keep_series:
             row["grid_w"] = load - balcony - u

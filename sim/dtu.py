@@ -348,7 +348,7 @@ class DtuModel:
             "reactive_power_var": -0.9 if ac > 0 else 0.0,
             "dc_power_w": dc, "dc_voltage_v": v_dc,
             "inputs": [{"power_w": dc / n, "voltage_v": v_dc, "current_a": inv.dc_current_a / n,
-                        "yield_day_wh": inv.yield_day_wh / efficiency(ac) / n if ac > 0 else inv.yield_day_wh / n,
+                        "yield_day_wh": inv.yield_day_wh / efficiency(ac) / n if efficiency(ac) > 0 else inv.yield_day_wh / n,
                         "yield_total_kwh": inv.yield_total_wh / 1000.0 / n} for _ in range(n)],
             "yield_day_wh": inv.yield_day_wh, "yield_total_kwh": inv.yield_total_wh / 1000.0,
             "temperature_c": inv.temperature_c, "efficiency_pct": ac / dc * 100.0 if dc > 0 else 0.0,

@@ -128,6 +128,7 @@ def _run_law(**changes):
     """A pulsed 600 W load on a 110 W base; two inverters of 400 W each reporting a constant 40 W and never
     acknowledging (so the output model is the report and the load estimate is exact). Returns {second: total W}."""
     d = _project(("A", "B"), limit=5.0, **{"max_feed_in": 800, "pulse_lead_s": 1.5, "pulse_fall_extra_s": 0.0,
+                                           "ack_delay_initial_s": 0.0,
                                            **changes})     # 20 W each
     t0 = d.now
     totals = {}

@@ -94,6 +94,9 @@ def initial_state(params: Params, persisted: Optional[dict] = None) -> State:
         state.season_known = True
     elif "soc" in sea or "increment" in sea:
         notes.append("SOC tracking invalid")
+    learned = project_law.restore_learned(state, persisted.get("learned"))
+    if learned:
+        notes.append("learned response: " + learned)
     state.reasons.append("persisted state restored: " + (
         f"MaxFeedIn {settings.max_feed_in} W, PowerFeedInSoc {settings.power_feed_in_soc} %, ZeroPoint "
         f"{settings.zero_point} W, SocFloatingMax {seas.sfm} %, SOC {seas.soc} %")
@@ -102,7 +105,8 @@ def initial_state(params: Params, persisted: Optional[dict] = None) -> State:
 
 
 def persistable(state: State) -> dict:
-    """What survives a restart: the run-time settings and the seasonal SOC tracking (JSON-compatible)."""
+    """What survives a restart: the run-time settings, the seasonal SOC tracking and the project law's learned
+    response per inverter (JSON-compatible)."""
     s, seas = state.settings, state.season
     return {
         "format": PERSIST_FORMAT,
@@ -111,6 +115,7 @@ def persistable(state: State) -> dict:
         "config": {"max_feed_in": s.config_max_feed_in, "power_feed_in_soc": s.config_power_feed_in_soc,
                    "zero_point": s.config_zero_point},
         "season": {"soc_floating_max": seas.sfm, "soc": seas.soc, "increment": seas.increment},
+        "learned": project_law.learned(state),
     }
 
 

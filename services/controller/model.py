@@ -108,6 +108,9 @@ class ProjectLaw:
     next_rotate_t: float = float("-inf")     # -inf: not yet started
     load_f: Optional[float] = None           # smoothed load estimate (W), None until the first sample
     pulses: object = None                    # pulses.PulseTracker, created with the first sample
+    learned: dict = field(default_factory=dict)  # serial -> learned response (persisted; project_law.learned)
+    learned_t: float = float("-inf")         # when `learned` was last updated from the banks
+    noise_w: float = 0.0                     # mean |load estimate - its smoothed value| (W): meter + load noise
 
 
 @dataclass(slots=True)

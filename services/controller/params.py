@@ -73,6 +73,7 @@ class Params:
     tau_up_s: float = _config_default("tau_up_s")  # output model: lag towards a higher limit
     tau_down_s: float = _config_default("tau_down_s")  # output model: lag towards a lower limit
     dead_time_initial_s: float = _config_default("dead_time_initial_s")  # output model: dead time assumed until learned
+    ack_delay_initial_s: float = 1.0           # s, command -> ack delay assumed until learned (pulse lead)
     # per inverter, between two limit changes by the law
     min_command_interval_s: float = _config_default("min_command_interval_s")
     # W, load estimate moves within this band are smoothed (0 = off)

@@ -8,9 +8,16 @@ from services.controller.model import Inverter, State
 from services.controller.params import Params
 
 
+PARKED_PCT = 5.0     # below this limit a Hoymiles may rightly produce nothing (HM at 2 % stuck at 0 W, HM-400 off)
+
+
 def note_producing(inv: Inverter, sample_t: float) -> None:
-    """Grace counter: reset when producing or off grid, else remember since when it does not produce."""
-    if inv.producing or not inv.on_grid():
+    """Grace counter: reset when producing, off grid or parked at a limit below PARKED_PCT (a law that spreads a
+    small load over few inverters parks the others at the minimum percent, where many models produce nothing:
+    that is not a fault, and counting it would take the inverter out of control for good), else remember since
+    when it does not produce."""
+    parked = inv.applied_pct is not None and inv.applied_pct < PARKED_PCT
+    if inv.producing or not inv.on_grid() or parked:
         inv.not_producing_since = None
     elif inv.not_producing_since is None:
         inv.not_producing_since = sample_t
