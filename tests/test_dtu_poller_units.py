@@ -595,3 +595,29 @@ def test_a_poll_that_keeps_failing_with_a_bug_ends_the_poll_thread_after_the_ste
     finally:
         bound.cancel()
     assert len(calls) == MAX_FAILED_STEPS
+
+
+def test_a_raise_waits_until_the_other_inverters_reduction_is_acknowledged():
+    """The setpoint moves 300 W from one inverter to the other: sent in DTU order, the raise would land first and the
+    sum on the wire would exceed the cap for an ack's latency. The reduction goes first; the raise follows its ack."""
+    w = machine()
+    w.on_setpoint(setpoint((SERIAL, 50.0), ("b", 50.0)), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)                     # both at 50 %, acknowledged
+    w.on_setpoint(setpoint((SERIAL, 80.0), ("b", 20.0)), seq=2, msg_t=3.0, now=3.0)
+    first = w.next_command(3.0)
+    assert (first.serial, first.limit_pct) == ("b", 20.0)        # the reduction, though b comes second
+    w.on_sent(first, 3.0, None, 3.0)
+    assert w.next_command(3.1) is None                           # the raise waits while it is in flight
+    w.on_limit_status({"b": LimitStatus(20.0, 400, "Ok")}, 3.5)
+    second = w.next_command(3.5)
+    assert (second.serial, second.limit_pct) == (SERIAL, 80.0)
+    # a failed reduction keeps holding the raise back: the old, higher limit is still in force
+    w.on_sent(second, 3.5, None, 3.5)
+    w.on_limit_status({SERIAL: LimitStatus(80.0, 400, "Ok")}, 4.0)
+    w.on_setpoint(setpoint((SERIAL, 90.0), ("b", 10.0)), seq=3, msg_t=5.0, now=5.0)
+    down = w.next_command(5.0)
+    assert (down.serial, down.limit_pct) == ("b", 10.0)
+    w.on_sent(down, 5.0, None, 5.0)
+    w.on_limit_status({"b": LimitStatus(20.0, 400, "Failure")}, 5.5)
+    assert all(cmd.serial != SERIAL for cmd in iter(lambda: w.next_command(6.0), None))

@@ -355,11 +355,31 @@ class WriterMachine:
                     slot.in_flight = _InFlight(cmd, None)
                     return cmd
                 continue
+            if not unchanged and self._raises(slot) \
+                    and any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
+                continue      # a raise waits for the reductions of the same setpoint: the sum stays under the cap
             reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
             cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, reason)
             slot.in_flight = _InFlight(cmd, None)
             return cmd
         return None
+
+    def _raises(self, slot: _Slot) -> bool:
+        """Its wanted limit is above the one in force (or that one is unknown), and above the minimum."""
+        return slot.desired_pct is not None and slot.desired_pct > self.params.min_pct \
+            and (slot.acked_pct is None or slot.desired_pct >= slot.acked_pct + SEND_THRESHOLD_PCT)
+
+    def _lowering(self, serial: str, slot: _Slot) -> bool:
+        """A known reduction of this inverter is wanted or on its way and not yet acknowledged. The controller
+        keeps the sum of its setpoints under the cap, but the limits on the wire change one inverter at a time: a
+        raise sent before another inverter's reduction took effect would put the sum above the cap for the ack's
+        latency. An inverter we cannot command (unreachable, commands disabled) holds nothing up."""
+        if slot.acked_pct is None or slot.desired_pct is None or serial not in self.reachable \
+                or self.commands_disabled(serial):
+            return False
+        flying = slot.in_flight is not None and slot.in_flight.command.kind == "limit" \
+            and slot.in_flight.command.limit_pct is not None and slot.in_flight.command.limit_pct < slot.acked_pct
+        return flying or slot.desired_pct <= slot.acked_pct - SEND_THRESHOLD_PCT
 
     def _stop_round(self, serial: str, slot: _Slot, at_min: bool, now: float) -> Optional[Command]:
         """The next command of a stop: the minimum limit (unless in force), then power off; None: nothing now.
