@@ -4,10 +4,11 @@ Reports, as JSON:
 - reaction time: from the grid meter's HTTP response arriving (meter.grid sample_t_mono) to the limit POST leaving
   (dtu.ack sent_t_mono), for commands that were due while nothing was in flight for that inverter (p50, p99, n);
   split into the controller's part (to ctrl.setpoint) and the writer's part (setpoint to POST);
-- CPU % of one core per process over the measuring window (utime + stime from /proc/<pid>/stat);
+- CPU % of one core per process over the measuring window: the time its threads ran, in nanoseconds
+  (/proc/<pid>/task/*/schedstat; utime + stime from /proc/<pid>/stat, in 10 ms ticks, where there is none);
 - PSS per process and in total (/proc/<pid>/smaps_rollup), at the end of the window.
-Goals on the 2-core reference machine: p99 <= 20 ms, total PSS <= 80 MiB, CPU <= 1 % of a core in total
-at a 1 Hz meter and a 2 s DTU poll.
+Goals on the 2-core reference machine (a GX core is 10-20 times slower): p99 <= 5 ms, total PSS with supervisord
+<= 80 MiB, CPU <= 0.6 % of a core for the four services, at a 1 Hz meter and a 2 s DTU poll.
 """
 from __future__ import annotations
 
@@ -22,12 +23,23 @@ from common import messages as m
 from scripts.stack import SERVICES, Stack
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# issue #16: a GX core is 10-20 times slower than the reference machine's
+GOALS = {"reaction_p99_ms_max": 5, "pss_mib_total_max": 80, "cpu_pct_total_max": 0.6}
 
 
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])          # utime + stime
+def cpu_s(pid: int) -> float:
+    """CPU seconds of the process's live threads (a thread that ended in between is not counted: the services'
+    threads live as long as the process)."""
+    total_ns = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as handle:
+                total_ns += int(handle.read().split()[0])
+        return total_ns / 1e9
+    except (FileNotFoundError, ProcessLookupError):      # no schedstat (kernel without it) or a thread just ended
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK          # utime + stime
 
 
 def pss_kib(pid: int) -> int:
@@ -98,7 +110,7 @@ def run(seconds: float, warmup_s: float, scenario: str) -> dict:
             sub.recv(timeout_s=0.2)
         pids = {name: pid for name, (state, pid) in stack.status().items()}
         pids["supervisord"] = stack.supervisord.pid
-        ticks0 = {name: cpu_ticks(pid) for name, pid in pids.items()}
+        cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         setpoints: dict[int, tuple[float, float | None]] = {}
         acks: list[dict] = []
@@ -113,7 +125,7 @@ def run(seconds: float, warmup_s: float, scenario: str) -> dict:
         elapsed = time.monotonic() - t0
         after = {name: pid for name, (state, pid) in stack.status().items()}
         restarted = [name for name in SERVICES if after.get(name) != pids.get(name)]
-        cpu = {name: round(100.0 * (cpu_ticks(pid) - ticks0[name]) / CLK_TCK / elapsed, 3) for name, pid in pids.items()}
+        cpu = {name: round(100.0 * (cpu_s(pid) - cpu0[name]) / elapsed, 3) for name, pid in pids.items()}
         pss = {name: round(pss_kib(pid) / 1024, 1) for name, pid in pids.items()}
         sub.close()
     finally:
@@ -129,7 +141,7 @@ def run(seconds: float, warmup_s: float, scenario: str) -> dict:
         "pss_mib": pss, "pss_mib_services_total": round(services_pss, 1),
         "pss_mib_total_with_supervisord": round(sum(pss.values()), 1),
         "restarted_during_run": restarted,
-        "goals": {"reaction_p99_ms_max": 20, "pss_mib_total_max": 80, "cpu_pct_total_max": 1.0},
+        "goals": GOALS,
     }
 
 

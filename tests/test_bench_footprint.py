@@ -53,3 +53,15 @@ def test_the_writers_refresh_is_not_a_reaction_but_occupies_the_inverter():
     acks = [_ack("A", 5, 100.002, 0.5), refresh]
     total, _c, _w = reaction_times(setpoints, acks)
     assert total == pytest.approx([0.012])
+
+
+def test_cpu_seconds_are_those_the_threads_ran():
+    import os
+    import time
+
+    from bench.footprint import cpu_s
+    before, start = cpu_s(os.getpid()), time.process_time()
+    while time.process_time() - start < 0.05:      # 50 ms of work, however loaded the machine is
+        pass
+    spent = cpu_s(os.getpid()) - before
+    assert 0.04 <= spent < 5

@@ -34,7 +34,10 @@ log = logging.getLogger("venus_publisher")
 PROCESS_NAME = "dbus-opendtu venus_publisher"
 PROCESS_VERSION = "1.0.0"
 CONNECTION = "TCP/IP (HTTP)"
-TOPICS = ("dtu.", "meter.", "relay.", "ctrl.")
+# Only the topics the GX shows: ZeroMQ filters at the publisher, so ctrl.setpoint, ctrl.relay and dtu.ack (about
+# 1.2 messages a second that Inputs.on_message ignores) are neither sent here nor decoded and checked.
+TOPICS = (m.DTU_INVERTER, m.DTU_STATUS, m.DTU_ALARM, m.METER_GRID, m.METER_BALCONY, m.METER_STATUS, m.RELAY_STATE,
+          m.CTRL_STATUS, m.CTRL_SETTINGS)
 REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
                                    # one D-Bus refresh per burst, not one per message
 TICK_MS = 1000
@@ -191,6 +194,9 @@ class VenusPublisher:
         self._battery_idle = False
         self._sources: list[int] = []
         self._refresh_source: Optional[int] = None
+        self._zmq_watch: Optional[int] = None           # None while paused until the pending refresh
+        self._zmq_step = stepped(self._on_zmq, self._guard, self._give_up)
+        self._resume_step = stepped(self._resume_zmq, self._guard, self._give_up)
         self._dirty: set = set()
         self.local: Optional[LocalSettings] = None       # localsettings, when on the bus
         self.local_values: dict[str, Any] = {}            # setting name -> value in localsettings
@@ -228,8 +234,7 @@ class VenusPublisher:
             self.grid_meter = GridMeterFollower(self._client_bus, self.cfg.grid_meter.service, publish,
                                                 self.clock.monotonic)
             self._sources.append(self.grid_meter.start())   # its silence check, removed in close()
-        self._sources.append(GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN,
-                                               stepped(self._on_zmq, self._guard, self._give_up)))
+        self._watch_zmq()
         self._drain()      # messages queued before the watch existed produce no new edge
         self._sources.append(GLib.timeout_add(TICK_MS, stepped(self._on_tick, self._guard, self._give_up)))
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -256,9 +261,10 @@ class VenusPublisher:
         return True       # the source stays until close() removes it
 
     def close(self) -> None:
-        if self._refresh_source is not None:
-            GLib.source_remove(self._refresh_source)
-            self._refresh_source = None
+        for source in (self._refresh_source, self._zmq_watch):
+            if source is not None:
+                GLib.source_remove(source)
+        self._refresh_source = self._zmq_watch = None
         for source in self._sources:
             GLib.source_remove(source)
         self._sources = []
@@ -538,9 +544,22 @@ class VenusPublisher:
                 self.acload[path] = self.settings.display(path)
 
     # ------------------------------------------------------------ ZeroMQ
+    def _watch_zmq(self) -> None:
+        self._zmq_watch = GLib.io_add_watch(self.sub.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, self._zmq_step)
+
     def _on_zmq(self, _fd, _condition) -> bool:
         self._drain()
-        return True
+        if self._refresh_source is None:
+            return True
+        # A refresh is due within REFRESH_COALESCE_MS: the rest of the burst (the meter's status, the controller's
+        # answer, the other inverters) waits in the queue and is drained just before it, instead of waking us once
+        # per message. Removing the watch (False) pauses it; _on_refresh_timer watches again.
+        self._zmq_watch = None
+        return False
+
+    def _resume_zmq(self) -> None:
+        self._watch_zmq()
+        self._drain()      # what waited produced no new edge
 
     def _drain(self) -> None:
         msgs = self.sub.drain()
@@ -562,6 +581,11 @@ class VenusPublisher:
 
     def _on_refresh_timer(self) -> bool:
         self._refresh_source = None
+        if self._zmq_watch is None:
+            self._resume_step()
+            if self._refresh_source is not None:      # scheduled by that drain: this refresh covers it
+                GLib.source_remove(self._refresh_source)
+                self._refresh_source = None
         parts, self._dirty = frozenset(self._dirty), set()
         try:
             self.refresh(parts=parts)
