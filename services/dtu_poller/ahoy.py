@@ -520,6 +520,10 @@ class AhoyClient:
         """The DTU's poll interval (all inverters each interval), from /api/live."""
         return self.fields.refresh_s if self.fields is not None else DEFAULT_REFRESH_S
 
+    def read_refresh_s(self) -> float:
+        """The DTU's poll interval, read now (/api/live) rather than the default until a first record."""
+        return self._fields(force=True).refresh_s
+
     @property
     def ack_timeout_s(self) -> float:
         """Per attempt: one poll interval (the read-back comes with the next poll) plus a margin."""

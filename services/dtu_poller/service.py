@@ -1,6 +1,7 @@
 """The dtu_poller process: one poll thread (reader), one writer thread, the main thread on the bus.
 
-Each thread has its own OpenDtuClient. HTTP never blocks the bus handling: the main thread
+At start the gateway is found (gateway.py: OpenDTU or AhoyDTU, retried with backoff and reported on dtu.status
+while it cannot be told); then each thread has its own client of that kind. HTTP never blocks the bus handling: the main thread
 only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not thread-safe, so every
 publish goes through one lock.
 """
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 from common import messages as m
 from common.bus import Publisher, Subscriber
 from common.clock import SYSTEM_CLOCK
 from common.config import inverter_options
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
+from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
 
@@ -53,10 +56,14 @@ class PollLoop:
     """The reader thread: discover, fetch ?inv= per inverter and the limit status, publish, back off on errors."""
 
     def __init__(self, client: OpenDtuClient, reader: Reader, publish, inventory: Inventory,
-                 poll_interval_s: float, clock=SYSTEM_CLOCK):
+                 poll_interval_s: float, clock=SYSTEM_CLOCK, recheck: Optional[Callable[[], None]] = None,
+                 name: str = "OpenDTU"):
         self.client, self.reader, self.publish, self.inventory = client, reader, publish, inventory
         self.poll_interval_s = poll_interval_s
         self.clock = clock
+        self.recheck = recheck          # after the gateway was unreachable: is it still the same kind?
+        self.name = name
+        self._recheck_due = False
         self.stop_event = threading.Event()
         self._firmware_tried_t: Optional[float] = None
         self._model_tried_t: dict = {}
@@ -98,9 +105,9 @@ class PollLoop:
         self._firmware_tried_t = now
         try:
             self.reader.firmware = self.client.firmware()
-            log.info("OpenDTU firmware %s at %s", self.reader.firmware, self.client.url)
+            log.info("%s firmware %s at %s", self.name, self.reader.firmware, self.client.url)
         except DtuError as exc:
-            log.info("OpenDTU firmware unknown (%s: %s)", exc.kind, exc)
+            log.info("%s firmware unknown (%s: %s)", self.name, exc.kind, exc)
 
     def _models(self, serials, now: float) -> None:
         """hw_model_name once per inverter (known after its first stats poll); at most one try per minute."""
@@ -120,8 +127,12 @@ class PollLoop:
         """One poll; returns the delay until the next one."""
         started = self.clock.monotonic()
         try:
+            if self._recheck_due and self.recheck is not None:
+                self.recheck()              # GatewayChanged ends the thread: the service restarts
+            self._recheck_due = False
             poll = self.poll_once()
         except DtuError as exc:
+            self._recheck_due = self._recheck_due or exc.kind in ("connection", "timeout")
             for topic, body in self.reader.on_error(exc.kind, str(exc), self.clock.monotonic()):
                 self.publish(topic, body)
             return backoff_s(self.poll_interval_s, self.reader.error_count, exc)
@@ -158,6 +169,9 @@ def _thread(name: str, target, failed: threading.Event) -> threading.Thread:
     def body():
         try:
             target()
+        except GatewayChanged as exc:
+            log.warning("%s", exc)
+            failed.set()
         except Exception:  # a bug: let the process end, supervisord restarts it
             log.exception("thread %s died", name)
             failed.set()
@@ -185,24 +199,45 @@ def supervise(sub, writer: WriterLoop, failed: threading.Event, stuck_after_s: f
     return 1
 
 
+def connect(cfg, reader: Reader, publish, clock=SYSTEM_CLOCK, sleep=time.sleep) -> Gateway:
+    """Find the gateway (type auto: ask it) and open its clients; until that works every failure goes to
+    dtu.status and is retried with the poll loop's backoff (a host that is neither gateway included: one error
+    naming the host and what it answered, not a crash loop)."""
+    while True:
+        try:
+            return open_gateway(cfg, detect(cfg, clock), clock)
+        except DtuError as exc:
+            for topic, body in reader.on_error(exc.kind, str(exc), clock.monotonic()):
+                publish(topic, body)
+            sleep(backoff_s(cfg.opendtu.poll_interval, reader.error_count, exc))
+
+
 def main(cfg, logger: logging.Logger) -> int:
     o = cfg.opendtu
     publisher = LockedPublisher(Publisher("dtu_poller", cfg.bus.rundir))
     sub = Subscriber(cfg.bus.rundir, topics=[m.CTRL_SETPOINT])
     inventory = Inventory()
-    params = WriterParams.from_config(cfg)
-    if not params.can_control:
-        logger.warning("no [opendtu] password: read-only access, no control possible")
-    poll_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    write_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    reader = Reader(can_control=params.can_control,
+    reader = Reader(can_control=bool(o.password),
                     config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w)
-    poller = PollLoop(poll_client, reader, publisher.publish, inventory, o.poll_interval)
+    try:
+        gateway = connect(cfg, reader, publisher.publish)
+    except BaseException:
+        sub.close()
+        publisher.close()
+        raise
+    params = gateway.params
+    reader.can_control = params.can_control
+    if read_only_reason(gateway):
+        logger.warning("%s", read_only_reason(gateway))
+    poll_client, write_client = gateway.poll_client, gateway.write_client
+    poller = PollLoop(poll_client, reader, publisher.publish, inventory, gateway.poll_interval_s,
+                      recheck=rechecker(cfg, gateway), name=gateway.name)
     writer = WriterLoop(write_client, params, publisher.publish, inventory)
     failed = threading.Event()
     threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]
-    logger.info("polling %s every %g s (timeout %g s), setpoint watchdog %g s", poll_client.url,
-                o.poll_interval, o.timeout, o.setpoint_timeout_s)
+    logger.info("%s at %s: polling every %g s (timeout %g s), limit ack timeout %g s, setpoint watchdog %g s",
+                gateway.name, poll_client.url, gateway.poll_interval_s, o.timeout, params.ack_timeout_s,
+                o.setpoint_timeout_s)
     for thread in threads:
         thread.start()
     try:
