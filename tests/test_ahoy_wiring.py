@@ -272,3 +272,71 @@ def test_process_against_a_decoy_reports_it_and_keeps_running(procs, rundir, pla
         assert proc.output().count("neither an OpenDTU nor an AhoyDTU") == 1     # logged once, not per retry
     finally:
         decoy.stop()
+
+
+# ------------------------------------------------------------------ timing on AhoyDTU (simulated time)
+
+@pytest.fixture
+def stepped():
+    """The AhoyDTU simulator with its default 15 s refresh; plant and clients stepped together (test_ahoy_sim)."""
+    from common.clock import ManualClock
+    from tests.test_ahoy_sim import Rig
+    plant = Plant.demo(n_inverters=2, seed=3, scenario="quiet")
+    plant.set_load_override(800.0)
+    sim = AhoySimulator(plant, password=PASSWORD).start()
+    yield Rig(plant, sim, ManualClock(start_s=100.0))
+    sim.stop()
+
+
+def test_polls_follow_the_ahoy_refresh_so_samples_arrive_fresh(stepped):
+    """A fixed 5 s interval would see each 15 s sample at a fixed phase (up to 5 s late); the loop puts its next
+    poll just after the next sample is due, and looks again soon while one is late."""
+    rig = stepped
+    rig.advance(3.0)
+    published = []
+    client = rig.client()
+    loop = PollLoop(client, Reader(can_control=True), lambda t, b: published.append((t, b)), Inventory(), 5.0,
+                    clock=rig.clock, name="AhoyDTU", sample_period_s=lambda: client.refresh_s)
+    polls = 0
+    next_t = rig.clock.monotonic() + 1.7              # an arbitrary phase to the DTU's refresh
+    while rig.clock.monotonic() < 220.0:
+        if rig.clock.monotonic() >= next_t:
+            next_t = rig.clock.monotonic() + loop.step()
+            polls += 1
+        rig.advance(0.25)
+    samples = [b for t, b in published if t == m.DTU_INVERTER and b["reachable"]]
+    ages = [b["data_age_s"] for b in samples]
+    assert len(samples) >= 2 * 7 and max(ages[2:]) <= 2.5, ages       # seen within ~1 s of the DTU's sample
+    assert polls <= 2 * (220 - 103) / 15 + 3                          # about two polls per refresh, not three
+
+
+def test_an_ahoy_limit_counts_from_the_inverters_ack_not_from_the_read_back(stepped):
+    """AhoyDTU proves a limit with its read-back one refresh later; the inverter took it at its ack. The writer's
+    dtu.ack latency (and so the controller's output model) uses the ack."""
+    from services.dtu_poller.writer import WriterMachine, WriterParams
+    rig = stepped
+    rig.advance(3.0)
+    client = rig.client()
+    client.livedata_summary()
+    serial = rig.sim.serials[0]
+    machine = WriterMachine(WriterParams(ack_timeout_s=client.limit_ack_budget_s + 5), start_t=rig.clock.monotonic())
+    inventory = Inventory()
+    PollLoop(client, Reader(can_control=True), lambda t, b: None, inventory, 5.0, clock=rig.clock).step()
+    machine.on_inventory(*inventory.snapshot()[1:], rig.clock.monotonic())
+    machine.on_command_flags(client.command_flags())
+    rig.advance(4.0)
+    machine.on_setpoint({"limits": [{"serial": s, "limit_pct": 30.0} for s in rig.sim.serials]}, 5,
+                        rig.clock.monotonic(), rig.clock.monotonic())
+    sent_t = {}
+    while (cmd := machine.next_command(rig.clock.monotonic())) is not None:
+        sent_t[cmd.serial] = rig.clock.monotonic()
+        client.set_limit_relative(cmd.serial, cmd.limit_pct)
+        machine.on_sent(cmd, rig.clock.monotonic(), None, rig.clock.monotonic())
+    acks = rig.until(lambda: [a for t, a in machine.on_limit_status(client.limit_status(), rig.clock.monotonic())
+                              if a["serial"] == serial], max_s=40.0)
+    ok_t = rig.clock.monotonic()
+    acked_at = [e["ack_t_s"] for e in rig.sim.limit_log if e["serial"] == serial and e.get("ack_t_s")][-1]
+    sent_at = [e["t_s"] for e in rig.sim.limit_log if e["serial"] == serial][-1]
+    assert acks[0]["outcome"] == "ok" and ok_t - sent_t[serial] > 3.0     # proven only with the read-back
+    assert acks[0]["latency_s"] <= (acked_at - sent_at) + 0.5 + 0.01       # the first read after the ack
+    assert acks[0]["sent_t_mono"] == round(sent_t[serial], 4)

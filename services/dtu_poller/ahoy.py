@@ -383,6 +383,7 @@ class _Command:
     deadline: float = 0.0
     attempts: int = 1
     saw_unacked: bool = False
+    ack_seen_t: Optional[float] = None   # first read (monotonic) of this attempt with power_limit_ack true
     state: str = "Pending"         # Pending | Ok | Failure
 
 
@@ -635,7 +636,8 @@ class AhoyClient:
             out[slots[position].serial] = LimitStatus(
                 limit_relative_pct=readback_pct(record),
                 max_power_w=record.max_power_w if record.max_power_w > 0 else None,
-                status=command.state if command is not None else "Ok")
+                status=command.state if command is not None else "Ok",
+                applied_t_mono=command.ack_seen_t if command is not None and command.state == "Ok" else None)
         return out
 
     def power_status(self) -> dict[str, str]:
@@ -693,6 +695,7 @@ class AhoyClient:
         command.proof_ts = self._proof_ts(now)
         command.deadline = now + self.ack_timeout_s
         command.saw_unacked = False
+        command.ack_seen_t = None
         return answer
 
     def set_limit_relative(self, serial: str, limit_pct: float) -> dict:
@@ -745,8 +748,13 @@ class AhoyClient:
         return command.proof_ts is not None and record.ts_last_success >= command.proof_ts
 
     def _advance_limit(self, command: _Command, record: AhoyRecord) -> None:
+        """Ok once proven (see the module docstring); the proof comes with the read-back one refresh later, but the
+        inverter took the limit when its ack arrived: `ack_seen_t`, the first read with the flag true (a flag still
+        true from before the transmission makes it at most one status poll early)."""
         if not record.power_limit_ack:
             command.saw_unacked = True
+        elif command.ack_seen_t is None:
+            command.ack_seen_t = self.last_arrival_t
         read = readback_pct(record)
         if record.power_limit_ack and (command.saw_unacked or self._transmitted(command, record)) \
                 and read is not None and abs(read - command.pct) <= ACK_TOLERANCE_PCT:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from common import http
 from common.clock import SYSTEM_CLOCK
@@ -69,6 +69,7 @@ class Gateway:
     write_client: Any
     params: WriterParams       # can_control, ack_timeout_s and the name adapted to the gateway
     poll_interval_s: float
+    sample_period_s: Optional[Callable[[], float]] = None   # AhoyDTU: its refresh (PollLoop aligns to it)
 
     @property
     def name(self) -> str:
@@ -100,7 +101,8 @@ def open_gateway(cfg, kind: str, clock=SYSTEM_CLOCK) -> Gateway:
     refresh_s = write.read_refresh_s()
     params = replace(params, can_control=bool(o.password) or not protected,
                      ack_timeout_s=max(params.ack_timeout_s, write.limit_ack_budget_s + AHOY_ACK_MARGIN_S))
-    return Gateway(kind, poll, write, params, max(o.poll_interval, refresh_s / AHOY_POLLS_PER_REFRESH))
+    return Gateway(kind, poll, write, params, max(o.poll_interval, refresh_s / AHOY_POLLS_PER_REFRESH),
+                   sample_period_s=lambda: poll.refresh_s)
 
 
 def read_only_reason(gateway: Gateway) -> Optional[str]:

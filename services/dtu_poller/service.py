@@ -28,6 +28,8 @@ RETRY_AFTER_CAP_S = 300.0
 FIRMWARE_RETRY_S = 300.0
 MODEL_RETRY_S = 30.0
 RATING_REFRESH_S = 600.0   # /api/limit/status is read for max_power only until each inverter's rating is known
+SAMPLE_MARGIN_S = 1.0      # a DTU with a fixed refresh (AhoyDTU): poll this long after the next sample is due
+OVERDUE_POLL_S = 1.0       # ... and again this soon while it is late
 
 
 class LockedPublisher:
@@ -57,12 +59,13 @@ class PollLoop:
 
     def __init__(self, client: OpenDtuClient, reader: Reader, publish, inventory: Inventory,
                  poll_interval_s: float, clock=SYSTEM_CLOCK, recheck: Optional[Callable[[], None]] = None,
-                 name: str = "OpenDTU"):
+                 name: str = "OpenDTU", sample_period_s: Optional[Callable[[], float]] = None):
         self.client, self.reader, self.publish, self.inventory = client, reader, publish, inventory
         self.poll_interval_s = poll_interval_s
         self.clock = clock
         self.recheck = recheck          # after the gateway was unreachable: is it still the same kind?
         self.name = name
+        self.sample_period_s = sample_period_s   # AhoyDTU: polls all inverters every `refresh` s
         self._recheck_due = False
         self.stop_event = threading.Event()
         self._firmware_tried_t: Optional[float] = None
@@ -149,7 +152,21 @@ class PollLoop:
         self.reader.power_states = self.inventory.get_power_states()
         for topic, body in self.reader.on_poll(poll):
             self.publish(topic, body)
-        return max(0.0, self.poll_interval_s - (self.clock.monotonic() - started))
+        return self._next_poll_s(poll, self.clock.monotonic() - started)
+
+    def _next_poll_s(self, poll: PollResult, elapsed_s: float) -> float:
+        """The poll interval; with a DTU that samples every inverter each period (AhoyDTU), the next poll is put
+        just after the next sample is due, so that a sample is seen ~SAMPLE_MARGIN_S after it was taken instead
+        of up to a poll interval later (a fixed interval keeps a fixed, possibly bad, phase to the DTU's)."""
+        ages = [live.data_age_s for live, _t, _r in poll.lives.values() if live.reachable and live.has_channels]
+        period_s = self.sample_period_s() if self.sample_period_s is not None else None
+        if period_s and ages:
+            due_s = period_s - min(ages) + SAMPLE_MARGIN_S
+            if 0.0 < due_s <= period_s + SAMPLE_MARGIN_S:
+                return max(OVERDUE_POLL_S, due_s - elapsed_s)
+            if -3.0 * SAMPLE_MARGIN_S < due_s <= 0.0:
+                return OVERDUE_POLL_S
+        return max(0.0, self.poll_interval_s - elapsed_s)
 
     def run(self) -> None:
         next_poll_t = self.clock.monotonic()
@@ -231,7 +248,7 @@ def main(cfg, logger: logging.Logger) -> int:
         logger.warning("%s", read_only_reason(gateway))
     poll_client, write_client = gateway.poll_client, gateway.write_client
     poller = PollLoop(poll_client, reader, publisher.publish, inventory, gateway.poll_interval_s,
-                      recheck=rechecker(cfg, gateway), name=gateway.name)
+                      recheck=rechecker(cfg, gateway), name=gateway.name, sample_period_s=gateway.sample_period_s)
     writer = WriterLoop(write_client, params, publisher.publish, inventory)
     failed = threading.Event()
     threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]

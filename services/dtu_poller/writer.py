@@ -442,7 +442,7 @@ class WriterMachine:
             elif st.status == "Ok":
                 if st.limit_relative_pct is not None \
                         and abs(st.limit_relative_pct - flight.command.limit_pct) <= ACK_TOLERANCE_PCT:
-                    out.append(self._finish(serial, slot, "ok", now))
+                    out.append(self._finish(serial, slot, "ok", now, applied_t=st.applied_t_mono))
                 # Ok with another value: a silent no-op (commands disabled, at night without the night flag)
                 # or not yet Pending: wait, then timeout.
         return out
@@ -461,10 +461,15 @@ class WriterMachine:
         return out
 
     # ------------------------------------------------------------ helpers
-    def _finish(self, serial: str, slot: _Slot, outcome: str, now: float, detail: Optional[str] = None) -> tuple:
+    def _finish(self, serial: str, slot: _Slot, outcome: str, now: float, detail: Optional[str] = None,
+                applied_t: Optional[float] = None) -> tuple:
+        """`applied_t`: when the limit took effect, if the DTU proves it only later (AhoyDTU's read-back comes a
+        refresh after the inverter's ack): the ack's latency, and the controller's output model, use it."""
         flight = slot.in_flight
         slot.in_flight = None
         cmd = flight.command
+        if applied_t is not None and outcome == "ok":
+            now = min(now, max(flight.sent_t, applied_t))
         if cmd.kind == "limit":
             if outcome == "ok":
                 slot.acked_pct, slot.acked_t, slot.failed = cmd.limit_pct, now, False
