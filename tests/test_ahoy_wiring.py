@@ -17,7 +17,7 @@ from sim.ahoy import AhoySimulator
 from sim.opendtu import OpenDtuSimulator
 from sim.plant import Plant, RealtimeRunner
 from sim.shelly import ShellySimulator
-from tests.support import base_sections, free_port, wait_for, write_config
+from tests.support import base_sections, free_port, write_config
 from tests.test_dtu_poller_sim import Bus
 
 PASSWORD = "ahoy-admin"
@@ -222,7 +222,8 @@ def test_process_on_ahoy_detects_it_samples_limits_and_stops_verified(procs, run
     bus.setpoint = {"limits": [{"serial": s, "limit_pct": 40.0 if s == target else 20.0} for s in serials]}
     acks = bus.wait(lambda: [b for b in bus.bodies(m.DTU_ACK, mark) if b["serial"] == target
                              and b["command"] == "limit" and b["limit_pct"] == 40.0], 30, "the limit acknowledged")
-    assert acks[0]["outcome"] == "ok" and acks[0]["setpoint_seq"] in bus.setpoint_seqs and abs(plant.by_serial[target].limit_pct - 40.0) <= 1.0
+    assert acks[0]["outcome"] == "ok" and acks[0]["setpoint_seq"] in bus.setpoint_seqs
+    assert abs(plant.by_serial[target].limit_pct - 40.0) <= 1.0
     assert [e for e in sim.limit_log if e["cmd"] != "limit_nonpersistent_absolute"] == []
 
     # a stop: minimum limit, power off, and "off" only once a sample shows no output

@@ -1,9 +1,9 @@
 """The dtu_poller process: one poll thread (reader), one writer thread, the main thread on the bus.
 
 At start the gateway is found (gateway.py: OpenDTU or AhoyDTU, retried with backoff and reported on dtu.status
-while it cannot be told); then each thread has its own client of that kind. HTTP never blocks the bus handling: the main thread
-only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not thread-safe, so every
-publish goes through one lock.
+while it cannot be told); then each thread has its own client of that kind. HTTP never blocks the bus handling:
+the main thread only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not
+thread-safe, so every publish goes through one lock.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from common.config import inverter_options
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
-from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
+from services.dtu_poller.writer import Inventory, WriterLoop
 
 log = logging.getLogger("dtu_poller")
 
