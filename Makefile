@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 SECONDS ?= 0
 # make demo GRID=dbus: the grid meter is a simulated GX meter on D-Bus ([grid_meter] source = dbus)
 GRID ?= shelly
+# make demo DTU=ahoy: the gateway is a simulated AhoyDTU instead of an OpenDTU ([opendtu] type = auto finds it)
+DTU ?= opendtu
 # The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
 TEST_WORKERS ?= 4
 
@@ -17,7 +19,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: setup
-	$(PY) -m scripts.demo --seconds $(SECONDS) --grid $(GRID)
+	$(PY) -m scripts.demo --seconds $(SECONDS) --grid $(GRID) --dtu $(DTU)
 
 # dist/dbus-opendtu-<VERSION>.tar.gz (+ .sha256): the offline GX archive (scripts/bundle.py)
 bundle: setup

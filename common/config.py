@@ -141,23 +141,28 @@ def _user_setting(name: str) -> Key:
 
 SCHEMA: dict[str, Section] = {
     "opendtu": Section({
-        "host": Key(_host, required=True, doc="OpenDTU: host, host:port or http://host:port",
+        "type": Key(_str, "auto", choices=("auto", "opendtu", "ahoy"),
+                    doc="auto: ask the gateway which it is (at start and after it was unreachable)"),
+        "host": Key(_host, required=True, doc="OpenDTU or AhoyDTU: host, host:port or http://host:port",
                     example="192.168.1.50"),
-        "username": Key(_str, "admin", doc="OpenDTU user name (always admin on OpenDTU)"),
-        "password": Key(_str, "", doc="empty: read-only access, no control possible"),
+        "username": Key(_str, "admin", doc="OpenDTU user name (always admin on OpenDTU; AhoyDTU has none)"),
+        "password": Key(_str, "", doc="OpenDTU: empty = read-only access, no control possible; AhoyDTU: its admin "
+                                      "password, empty if none is set"),
         "timeout": Key(_float, 2.5, min=0.1, max=30, doc="s, the whole of one HTTP request (connect to last byte)"),
-        "poll_interval": Key(_float, 2.0, min=0.2, max=3600, doc="s between live-data polls"),
+        "poll_interval": Key(_float, 2.0, min=0.2, max=3600,
+                             doc="s between live-data polls (AhoyDTU: at least a third of its refresh)"),
         "setpoint_timeout_s": Key(_float, 10.0, min=1, max=600,
                                   doc="s without a fresh setpoint before every inverter goes to its safe minimum"),
         "limit_ack_timeout_s": Key(_float, 15.0, min=1, max=120,
-                                   doc="s to wait for limit_set_status Ok before a limit counts as failed"),
+                                   doc="s to wait for limit_set_status Ok before a limit counts as failed (AhoyDTU: at "
+                                       "least its resends take)"),
         "inverter_restart_min_interval_s": Key(_float, 600.0, min=0, max=86400,
                                                doc="s, at most one restart per inverter in this time"),
         "dtu_reboot_min_interval_s": Key(_float, 3600.0, min=0, max=86400,
                                          doc="s, at most one DTU reboot in this time"),
         "limit_refresh_s": Key(_float, 60.0, min=5, max=3600,
                                doc="s, an unchanged limit is sent again after this (inverters revert to 100 %)"),
-    }, doc="the OpenDTU gateway"),
+    }, doc="the Hoymiles gateway: OpenDTU or AhoyDTU"),
     "grid_meter": Section({
         "source": Key(_str, "shelly", choices=("shelly", "dbus"),
                       doc="shelly: poll the Shelly at host; dbus: the GX's own grid meter (com.victronenergy.grid.*)"),

@@ -69,15 +69,19 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", choices=("shelly", "dbus"), default="shelly",
                         help="grid meter: a simulated Shelly, or a simulated GX grid meter on D-Bus ([grid_meter] "
                              "source = dbus)")
+    parser.add_argument("--dtu", choices=("opendtu", "ahoy"), default="opendtu",
+                        help="gateway: a simulated OpenDTU, or a simulated AhoyDTU (15 s refresh; the config says "
+                             "type = auto, so dtu_poller finds out which it is)")
     args = parser.parse_args(argv)
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     os.makedirs(DEMO_DIR, mode=0o700)
     rundir = os.path.join(DEMO_DIR, "bus")
-    grid = {"sim_args": ["--grid", "dbus"], "config_extra": {"grid_meter": {"source": "dbus", "host": ""}}} \
-        if args.grid == "dbus" else {}
+    sim_args, config_extra = ["--grid", args.grid, "--dtu", args.dtu], {"opendtu": {"type": "auto"}}
+    if args.grid == "dbus":
+        config_extra["grid_meter"] = {"source": "dbus", "host": ""}
     stack = Stack(DEMO_DIR, rundir, scenario=args.scenario, port_base=args.port_base,
-                  dbus_folder=os.path.join(DEMO_DIR, "dbus"), **grid)
+                  dbus_folder=os.path.join(DEMO_DIR, "dbus"), sim_args=sim_args, config_extra=config_extra)
 
     stopping = False
 

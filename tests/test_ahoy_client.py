@@ -249,7 +249,7 @@ def test_configured_rating_stands_in_while_the_dtu_does_not_know_it(gw, clock):
         c.set_limit_relative(SERIAL0, float("nan"))
 
 
-def test_limit_pending_until_ack_and_read_back_then_ok(gw, clock):
+def test_limit_ok_when_the_ack_flag_falls_and_rises_after_the_post(gw, clock):
     c = started(gw, clock)
     c.set_limit_relative(SERIAL0, 50.0)
     record = gw.record(0)
@@ -257,14 +257,29 @@ def test_limit_pending_until_ack_and_read_back_then_ok(gw, clock):
     record["power_limit_ack"] = False                       # transmitted
     clock.advance(0.5)
     assert c.limit_status()[SERIAL0].status == "Pending"
-    record["power_limit_ack"] = True                        # accepted; read-back not yet
+    record["power_limit_ack"] = True                        # the inverter acknowledged it; read-back not yet
     clock.advance(0.5)
-    assert c.limit_status()[SERIAL0].status == "Pending"
-    record["power_limit_read"] = 50.0                       # read back at the next poll
-    clock.advance(5.0)
     status = c.limit_status()[SERIAL0]
     assert status.status == "Ok" and status.limit_relative_pct == 50.0 and status.max_power_w == 600.0
+    assert status.applied_t_mono == clock.monotonic()
     assert len(gw.posts()) == 1
+
+
+def test_limit_ok_by_the_read_back_when_the_flag_was_not_seen_falling(gw, clock):
+    c = started(gw, clock)
+    c.set_limit_relative(SERIAL0, 50.0)
+    record = gw.record(0)
+    clock.advance(0.5)
+    assert c.limit_status()[SERIAL0].status == "Pending"    # ack true all along: old or new, nobody knows
+    first_read_t = clock.monotonic()
+    record["power_limit_read"] = 50.0
+    clock.advance(0.5)
+    assert c.limit_status()[SERIAL0].status == "Pending"    # read back, but no sample started after the post
+    record["ts_last_success"] = 1723450014
+    clock.advance(5.0)
+    status = c.limit_status()[SERIAL0]
+    assert status.status == "Ok" and status.limit_relative_pct == 50.0
+    assert status.applied_t_mono == first_read_t            # when the flag was first seen up
 
 
 def test_an_unchanged_limit_is_proven_by_a_sample_started_after_the_post(gw, clock):

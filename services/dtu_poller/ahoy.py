@@ -17,8 +17,12 @@ AhoyDTU facts this relies on (lumapu/ahoy v0.8.156, src/web/RestApi.h, src/web/P
   and true on the inverter's positive reply; the limit is read back (`power_limit_read`, % of rated) at the next
   poll. Commands go to the front of the radio queue, so a live-data exchange that *started after* the command was
   posted (its `ts_last_success` at or beyond the DTU time of the post) proves the command was transmitted; with
-  `power_limit_ack` true it was accepted. This client turns that into OpenDTU's states: Pending until proven
-  (ack + transmitted + read-back = sent), Ok, or Failure after `resends` timed-out resends.
+  `power_limit_ack` true it was accepted. This client turns that into OpenDTU's states: Pending until proven,
+  Ok, or Failure after `resends` timed-out resends. Proven is either the flag seen false after the post and then
+  true (the inverter acknowledged this limit: seconds, when the status is read while it is in the air), or
+  ack + transmitted + read-back (one refresh later). Waiting for the read-back alone made the controller learn of
+  every limit 15 s after the inverter followed it, and the loop swung between minimum and cap; a read-back that
+  disagrees still shows in `dtu.inverter` (limit_pct), and the writer re-sends an unchanged limit every minute.
 
 Parsing is pure (`parse_*`); `AhoyClient` adds the request sequence, the token and the command tracking.
 """
@@ -383,6 +387,8 @@ class _Command:
     deadline: float = 0.0
     attempts: int = 1
     saw_unacked: bool = False
+    ack_seen_t: Optional[float] = None   # first read (monotonic) of this attempt with power_limit_ack true
+    by_flag: bool = False          # Ok from the ack flag's fall and rise, before the read-back
     state: str = "Pending"         # Pending | Ok | Failure
 
 
@@ -520,6 +526,10 @@ class AhoyClient:
         """The DTU's poll interval (all inverters each interval), from /api/live."""
         return self.fields.refresh_s if self.fields is not None else DEFAULT_REFRESH_S
 
+    def read_refresh_s(self) -> float:
+        """The DTU's poll interval, read now (/api/live) rather than the default until a first record."""
+        return self._fields(force=True).refresh_s
+
     @property
     def ack_timeout_s(self) -> float:
         """Per attempt: one poll interval (the read-back comes with the next poll) plus a margin."""
@@ -629,9 +639,10 @@ class AhoyClient:
             if command is not None and command.state == "Pending":
                 self._advance_limit(command, record)
             out[slots[position].serial] = LimitStatus(
-                limit_relative_pct=readback_pct(record),
+                limit_relative_pct=command.pct if command is not None and command.by_flag else readback_pct(record),
                 max_power_w=record.max_power_w if record.max_power_w > 0 else None,
-                status=command.state if command is not None else "Ok")
+                status=command.state if command is not None else "Ok",
+                applied_t_mono=command.ack_seen_t if command is not None and command.state == "Ok" else None)
         return out
 
     def power_status(self) -> dict[str, str]:
@@ -689,6 +700,7 @@ class AhoyClient:
         command.proof_ts = self._proof_ts(now)
         command.deadline = now + self.ack_timeout_s
         command.saw_unacked = False
+        command.ack_seen_t = None
         return answer
 
     def set_limit_relative(self, serial: str, limit_pct: float) -> dict:
@@ -741,8 +753,17 @@ class AhoyClient:
         return command.proof_ts is not None and record.ts_last_success >= command.proof_ts
 
     def _advance_limit(self, command: _Command, record: AhoyRecord) -> None:
+        """Ok once proven (see the module docstring); the proof comes with the read-back one refresh later, but the
+        inverter took the limit when its ack arrived: `ack_seen_t`, the first read with the flag true (a flag still
+        true from before the transmission makes it at most one status poll early)."""
         if not record.power_limit_ack:
             command.saw_unacked = True
+            command.ack_seen_t = None                    # a flag up before this was an older command's
+        elif command.ack_seen_t is None:
+            command.ack_seen_t = self.last_arrival_t
+        if record.power_limit_ack and command.saw_unacked:
+            command.state, command.by_flag = "Ok", True   # the flag fell after the post and rose: acknowledged
+            return
         read = readback_pct(record)
         if record.power_limit_ack and (command.saw_unacked or self._transmitted(command, record)) \
                 and read is not None and abs(read - command.pct) <= ACK_TOLERANCE_PCT:

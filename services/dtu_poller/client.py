@@ -110,6 +110,7 @@ class LimitStatus:
     limit_relative_pct: Optional[float]
     max_power_w: Optional[float]
     status: str                    # Ok | Pending | Failure | Unknown
+    applied_t_mono: Optional[float] = None   # Ok: when the inverter took it, if known before Ok is seen (AhoyDTU)
 
 
 # ------------------------------------------------------------------ pure parsing

@@ -1,14 +1,16 @@
 """The dtu_poller process: one poll thread (reader), one writer thread, the main thread on the bus.
 
-Each thread has its own OpenDtuClient. HTTP never blocks the bus handling: the main thread
-only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not thread-safe, so every
-publish goes through one lock.
+At start the gateway is found (gateway.py: OpenDTU or AhoyDTU, retried with backoff and reported on dtu.status
+while it cannot be told); then each thread has its own client of that kind. HTTP never blocks the bus handling:
+the main thread only receives `ctrl.setpoint` and hands it to the writer's queue. The Publisher is not
+thread-safe, so every publish goes through one lock.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 from common import messages as m
 from common.bus import Publisher, Subscriber
@@ -16,8 +18,9 @@ from common.clock import SYSTEM_CLOCK
 from common.config import inverter_options
 from common.service import StepGuard
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
+from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
 from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
-from services.dtu_poller.writer import Inventory, WriterLoop, WriterParams
+from services.dtu_poller.writer import Inventory, WriterLoop
 
 log = logging.getLogger("dtu_poller")
 
@@ -26,6 +29,8 @@ RETRY_AFTER_CAP_S = 300.0
 FIRMWARE_RETRY_S = 300.0
 MODEL_RETRY_S = 30.0
 RATING_REFRESH_S = 600.0   # /api/limit/status is read for max_power only until each inverter's rating is known
+SAMPLE_MARGIN_S = 1.0      # a DTU with a fixed refresh (AhoyDTU): poll this long after the next sample is due
+OVERDUE_POLL_S = 1.0       # ... and again this soon while it is late
 
 
 class LockedPublisher:
@@ -54,10 +59,15 @@ class PollLoop:
     """The reader thread: discover, fetch ?inv= per inverter and the limit status, publish, back off on errors."""
 
     def __init__(self, client: OpenDtuClient, reader: Reader, publish, inventory: Inventory,
-                 poll_interval_s: float, clock=SYSTEM_CLOCK):
+                 poll_interval_s: float, clock=SYSTEM_CLOCK, recheck: Optional[Callable[[], None]] = None,
+                 name: str = "OpenDTU", sample_period_s: Optional[Callable[[], float]] = None):
         self.client, self.reader, self.publish, self.inventory = client, reader, publish, inventory
         self.poll_interval_s = poll_interval_s
         self.clock = clock
+        self.recheck = recheck          # after the gateway was unreachable: is it still the same kind?
+        self.name = name
+        self.sample_period_s = sample_period_s   # AhoyDTU: polls all inverters every `refresh` s
+        self._recheck_due = False
         self.stop_event = threading.Event()
         self._firmware_tried_t: Optional[float] = None
         self._model_tried_t: dict = {}
@@ -99,9 +109,9 @@ class PollLoop:
         self._firmware_tried_t = now
         try:
             self.reader.firmware = self.client.firmware()
-            log.info("OpenDTU firmware %s at %s", self.reader.firmware, self.client.url)
+            log.info("%s firmware %s at %s", self.name, self.reader.firmware, self.client.url)
         except DtuError as exc:
-            log.info("OpenDTU firmware unknown (%s: %s)", exc.kind, exc)
+            log.info("%s firmware unknown (%s: %s)", self.name, exc.kind, exc)
 
     def _models(self, serials, now: float) -> None:
         """hw_model_name once per inverter (known after its first stats poll); at most one try per minute."""
@@ -121,8 +131,12 @@ class PollLoop:
         """One poll; returns the delay until the next one."""
         started = self.clock.monotonic()
         try:
+            if self._recheck_due and self.recheck is not None:
+                self.recheck()              # GatewayChanged ends the thread: the service restarts
+            self._recheck_due = False
             poll = self.poll_once()
         except DtuError as exc:
+            self._recheck_due = self._recheck_due or exc.kind in ("connection", "timeout")
             for topic, body in self.reader.on_error(exc.kind, str(exc), self.clock.monotonic()):
                 self.publish(topic, body)
             return backoff_s(self.poll_interval_s, self.reader.error_count, exc)
@@ -139,7 +153,21 @@ class PollLoop:
         self.reader.power_states = self.inventory.get_power_states()
         for topic, body in self.reader.on_poll(poll):
             self.publish(topic, body)
-        return max(0.0, self.poll_interval_s - (self.clock.monotonic() - started))
+        return self._next_poll_s(poll, self.clock.monotonic() - started)
+
+    def _next_poll_s(self, poll: PollResult, elapsed_s: float) -> float:
+        """The poll interval; with a DTU that samples every inverter each period (AhoyDTU), the next poll is put
+        just after the next sample is due, so that a sample is seen ~SAMPLE_MARGIN_S after it was taken instead
+        of up to a poll interval later (a fixed interval keeps a fixed, possibly bad, phase to the DTU's)."""
+        ages = [live.data_age_s for live, _t, _r in poll.lives.values() if live.reachable and live.has_channels]
+        period_s = self.sample_period_s() if self.sample_period_s is not None else None
+        if period_s and ages:
+            due_s = period_s - min(ages) + SAMPLE_MARGIN_S
+            if 0.0 < due_s <= period_s + SAMPLE_MARGIN_S:
+                return max(OVERDUE_POLL_S, due_s - elapsed_s)
+            if -3.0 * SAMPLE_MARGIN_S < due_s <= 0.0:
+                return OVERDUE_POLL_S
+        return max(0.0, self.poll_interval_s - elapsed_s)
 
     def run(self) -> None:
         # a bug in a poll is logged and the poll retried; StepGuard's limit in a row ends the thread (and so the
@@ -164,6 +192,9 @@ def _thread(name: str, target, failed: threading.Event) -> threading.Thread:
     def body():
         try:
             target()
+        except GatewayChanged as exc:
+            log.warning("%s", exc)
+            failed.set()
         except Exception:  # a bug: let the process end, supervisord restarts it
             log.exception("thread %s died", name)
             failed.set()
@@ -191,24 +222,45 @@ def supervise(sub, writer: WriterLoop, failed: threading.Event, stuck_after_s: f
     return 1
 
 
+def connect(cfg, reader: Reader, publish, clock=SYSTEM_CLOCK, sleep=time.sleep) -> Gateway:
+    """Find the gateway (type auto: ask it) and open its clients; until that works every failure goes to
+    dtu.status and is retried with the poll loop's backoff (a host that is neither gateway included: one error
+    naming the host and what it answered, not a crash loop)."""
+    while True:
+        try:
+            return open_gateway(cfg, detect(cfg, clock), clock)
+        except DtuError as exc:
+            for topic, body in reader.on_error(exc.kind, str(exc), clock.monotonic()):
+                publish(topic, body)
+            sleep(backoff_s(cfg.opendtu.poll_interval, reader.error_count, exc))
+
+
 def main(cfg, logger: logging.Logger) -> int:
     o = cfg.opendtu
     publisher = LockedPublisher(Publisher("dtu_poller", cfg.bus.rundir))
     sub = Subscriber(cfg.bus.rundir, topics=[m.CTRL_SETPOINT])
     inventory = Inventory()
-    params = WriterParams.from_config(cfg)
-    if not params.can_control:
-        logger.warning("no [opendtu] password: read-only access, no control possible")
-    poll_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    write_client = OpenDtuClient(o.host, o.username, o.password, o.timeout)
-    reader = Reader(can_control=params.can_control,
+    reader = Reader(can_control=bool(o.password),
                     config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w)
-    poller = PollLoop(poll_client, reader, publisher.publish, inventory, o.poll_interval)
+    try:
+        gateway = connect(cfg, reader, publisher.publish)
+    except BaseException:
+        sub.close()
+        publisher.close()
+        raise
+    params = gateway.params
+    reader.can_control = params.can_control
+    if read_only_reason(gateway):
+        logger.warning("%s", read_only_reason(gateway))
+    poll_client, write_client = gateway.poll_client, gateway.write_client
+    poller = PollLoop(poll_client, reader, publisher.publish, inventory, gateway.poll_interval_s,
+                      recheck=rechecker(cfg, gateway), name=gateway.name, sample_period_s=gateway.sample_period_s)
     writer = WriterLoop(write_client, params, publisher.publish, inventory)
     failed = threading.Event()
     threads = [_thread("dtu-poll", poller.run, failed), _thread("dtu-write", writer.run, failed)]
-    logger.info("polling %s every %g s (timeout %g s), setpoint watchdog %g s", poll_client.url,
-                o.poll_interval, o.timeout, o.setpoint_timeout_s)
+    logger.info("%s at %s: polling every %g s (timeout %g s), limit ack timeout %g s, setpoint watchdog %g s",
+                gateway.name, poll_client.url, gateway.poll_interval_s, o.timeout, params.ack_timeout_s,
+                o.setpoint_timeout_s)
     for thread in threads:
         thread.start()
     try:

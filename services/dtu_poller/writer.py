@@ -1,4 +1,4 @@
-"""The DTU writer: applies the controller's setpoints to OpenDTU, safely.
+"""The DTU writer: applies the controller's setpoints to the DTU (OpenDTU or AhoyDTU, see gateway.py), safely.
 
 `WriterMachine` is the decision logic with time passed in (unit-testable without HTTP): per inverter one command
 in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
@@ -61,6 +61,7 @@ class WriterParams:
     limit_refresh_s: float = 60.0
     can_control: bool = True
     switch_off: tuple = ()          # ((id, enable_switch_off), ...) from [inverter.<id>] (common.config)
+    gateway: str = "OpenDTU"        # the gateway's name in logs and details (services/dtu_poller/gateway.py)
 
     @classmethod
     def from_config(cls, cfg) -> "WriterParams":
@@ -166,7 +167,7 @@ class WriterMachine:
                 out += self._refuse(serial, "limit", "read_only", now, seq, slot.desired_pct)
             elif self.commands_disabled(serial):
                 out += self._refuse(serial, "limit", "rejected", now, seq, slot.desired_pct,
-                                    detail="commands disabled for this inverter in OpenDTU")
+                                    detail=f"commands disabled for this inverter in {self.params.gateway}")
             elif self.known_serials and serial not in self.reachable:
                 out += self._refuse(serial, "limit", "error", now, seq, slot.desired_pct,
                                     detail="inverter not reachable: limit held until it is")
@@ -263,10 +264,13 @@ class WriterMachine:
         for serial, (day, night) in flags.items():
             if flags.get(serial) != self.command_flags.get(serial):
                 if not day:
-                    log.warning("inverter %s: commands are disabled in OpenDTU: no limit can be applied", serial)
+                    log.warning("inverter %s: commands are disabled in %s: no limit can be applied", serial,
+                                self.params.gateway)
                 elif not night:
-                    log.warning("inverter %s: 'command at night' is off in OpenDTU: limits are ignored at night "
-                                "(battery-fed inverters need it on)", serial)
+                    setting = "'command at night' is off" if self.params.gateway == "OpenDTU" \
+                        else "'pause at night' is on"
+                    log.warning("inverter %s: %s in %s: limits are ignored at night (battery-fed inverters need "
+                                "commands at night)", serial, setting, self.params.gateway)
         self.command_flags = dict(flags)
 
     def commands_disabled(self, serial: str) -> bool:
@@ -459,7 +463,7 @@ class WriterMachine:
             elif st.status == "Ok":
                 if st.limit_relative_pct is not None \
                         and abs(st.limit_relative_pct - flight.command.limit_pct) <= ACK_TOLERANCE_PCT:
-                    out.append(self._finish(serial, slot, "ok", now))
+                    out.append(self._finish(serial, slot, "ok", now, applied_t=st.applied_t_mono))
                 # Ok with another value: a silent no-op (commands disabled, at night without the night flag)
                 # or not yet Pending: wait, then timeout.
         return out
@@ -478,10 +482,15 @@ class WriterMachine:
         return out
 
     # ------------------------------------------------------------ helpers
-    def _finish(self, serial: str, slot: _Slot, outcome: str, now: float, detail: Optional[str] = None) -> tuple:
+    def _finish(self, serial: str, slot: _Slot, outcome: str, now: float, detail: Optional[str] = None,
+                applied_t: Optional[float] = None) -> tuple:
+        """`applied_t`: when the limit took effect, if the DTU proves it only later (AhoyDTU's read-back comes a
+        refresh after the inverter's ack): the ack's latency, and the controller's output model, use it."""
         flight = slot.in_flight
         slot.in_flight = None
         cmd = flight.command
+        if applied_t is not None and outcome == "ok":
+            now = min(now, max(flight.sent_t, applied_t))
         if cmd.kind == "limit":
             if outcome == "ok":
                 slot.acked_pct, slot.acked_t, slot.failed = cmd.limit_pct, now, False
