@@ -23,7 +23,7 @@ def start_peer(procs, rundir, service="controller", topic=m.CTRL_RELAY, body=REL
     return proc
 
 
-def recv_until(sub, predicate, timeout_s=10.0):
+def recv_until(sub, predicate, timeout_s=20.0):    # a peer process starts slowly on a loaded machine
     got = []
 
     def poll():
