@@ -212,6 +212,8 @@ SCHEMAS: dict[str, dict] = {
         "dtu_reboot": F((bool,), False),
         "reason": F(OPT_STR, False),
         "grid_sample_t_mono": F(OPT_NUM, False),   # sample_t_mono of the grid sample this decision used
+        "cap_w": F(OPT_NUM, False),      # W the limits keep to in total: the writer may send a raise at once when
+                                         # the limits in force leave room under it
     },
     CTRL_RELAY: {
         "on": F((bool,)),

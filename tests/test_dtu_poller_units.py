@@ -621,3 +621,31 @@ def test_a_raise_waits_until_the_other_inverters_reduction_is_acknowledged():
     w.on_sent(down, 5.0, None, 5.0)
     w.on_limit_status({"b": LimitStatus(20.0, 400, "Failure")}, 5.5)
     assert all(cmd.serial != SERIAL for cmd in iter(lambda: w.next_command(6.0), None))
+
+
+def test_a_raise_that_fits_under_the_setpoints_cap_goes_at_once():
+    """With the cap and each inverter's rating in the setpoint, the writer counts the limits that may be in force
+    (the higher of acknowledged and in flight): a raise that fits beside the other's not yet acknowledged, higher
+    limit goes at once; one that would not fit waits for the reduction's ack."""
+    def sp(a_pct, b_pct, cap_w):
+        body = {"limits": [{"serial": SERIAL, "limit_pct": a_pct, "limit_w": a_pct * 4.0},
+                           {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0}], "cap_w": cap_w}
+        return m.check_body(m.CTRL_SETPOINT, body)
+
+    w = machine()
+    w.on_setpoint(sp(50.0, 50.0, 700.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)                     # 200 W + 200 W in force, cap 700 W
+    w.on_setpoint(sp(80.0, 20.0, 700.0), seq=2, msg_t=3.0, now=3.0)
+    sent = [w.next_command(3.0), w.next_command(3.0)]
+    assert sorted((c.serial, c.limit_pct) for c in sent) == [(SERIAL, 80.0), ("b", 20.0)]   # 320 + 200 <= 700
+    for cmd in sent:
+        _ok(w, cmd, 3.0)
+    w.on_setpoint(sp(95.0, 5.0, 400.0), seq=3, msg_t=5.0, now=5.0)      # a lower cap: 380 + 80 in force > 400
+    first = w.next_command(5.0)
+    assert (first.serial, first.limit_pct) == ("b", 5.0)
+    w.on_sent(first, 5.0, None, 5.0)
+    assert w.next_command(5.1) is None
+    w.on_limit_status({"b": LimitStatus(5.0, 400, "Ok")}, 5.5)
+    last = w.next_command(5.5)
+    assert (last.serial, last.limit_pct) == (SERIAL, 95.0)

@@ -21,6 +21,7 @@ the budget counts every inverter in the same step, settings and season state per
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -639,6 +640,8 @@ def step(state: State, events, now: float, params: Params):
         body = {"limits": limits, "reason": state.reasons[-1] if state.reasons else "repeat"}
         if state.decision_grid_t is not None:
             body["grid_sample_t_mono"] = state.decision_grid_t
+        if fig.cap_w is not None and math.isfinite(fig.cap_w):
+            body["cap_w"] = round(max(0.0, fig.cap_w), 1)
         if state.restart_requests:
             body["restart"] = state.restart_requests
             state.restart_requests = []

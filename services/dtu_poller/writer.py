@@ -112,6 +112,7 @@ class _Slot:
     off_ack_t: Optional[float] = None   # power off acknowledged (a confirming sample must be newer)
     start_sent: bool = False            # one power on for an inverter of unknown state that shows no output
     stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
+    rating_w: Optional[float] = None    # W at 100 %, as the controller counts it (from limit_w / limit_pct)
 
 
 def _worth_logging(count: int) -> bool:
@@ -134,6 +135,7 @@ class WriterMachine:
     last_status_poll_t: Optional[float] = None
     refusals: dict = field(default_factory=dict)
     command_flags: dict = field(default_factory=dict)   # serial -> (command_enable, command_enable_night)
+    cap_w: Optional[float] = None     # the total the newest setpoint's limits keep to (W), if it said
 
     def slot(self, serial: str) -> _Slot:
         return self.slots.setdefault(serial, _Slot())
@@ -150,6 +152,7 @@ class WriterMachine:
             log.warning("setpoints are back: watchdog released")
             out.append((m.DTU_ALARM, {"kind": "setpoint_watchdog", "active": False,
                                       "detail": "setpoints received again"}))
+        self.cap_w = body.get("cap_w")
         for item in body.get("limits", []):
             serial = item["serial"].lower()
             if not self._accept_serial(serial):
@@ -157,6 +160,8 @@ class WriterMachine:
                                     detail="unknown inverter: not listed by the DTU")
                 continue
             slot = self.slot(serial)
+            if item.get("limit_w") and item["limit_pct"] > 0:
+                slot.rating_w = item["limit_w"] * 100.0 / item["limit_pct"]    # the controller's rating
             slot.desired_pct = self.clamp(item["limit_pct"])
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
@@ -359,7 +364,7 @@ class WriterMachine:
                     slot.in_flight = _InFlight(cmd, None)
                     return cmd
                 continue
-            if not unchanged and self._raises(slot) \
+            if not unchanged and self._raises(slot) and not self._fits_under_cap(serial, slot) \
                     and any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
                 continue      # a raise waits for the reductions of the same setpoint: the sum stays under the cap
             reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
@@ -372,6 +377,27 @@ class WriterMachine:
         """Its wanted limit is above the one in force (or that one is unknown), and above the minimum."""
         return slot.desired_pct is not None and slot.desired_pct > self.params.min_pct \
             and (slot.acked_pct is None or slot.desired_pct >= slot.acked_pct + SEND_THRESHOLD_PCT)
+
+    def _fits_under_cap(self, serial: str, slot: _Slot) -> bool:
+        """With this raise, the limits that may be in force (the higher of the acknowledged and the in-flight limit
+        of each other inverter) stay within the setpoint's cap: then it need not wait. Anything unknown: it waits."""
+        if self.cap_w is None:
+            return False
+        total_w = 0.0
+        for other, o in self.slots.items():
+            if o.rating_w is None:
+                return False
+            if other == serial:
+                pct = slot.desired_pct
+            else:
+                flying = o.in_flight.command.limit_pct \
+                    if o.in_flight is not None and o.in_flight.command.kind == "limit" else None
+                known = [x for x in (o.acked_pct, flying) if x is not None]
+                if not known:
+                    return False
+                pct = max(known)
+            total_w += pct * o.rating_w / 100.0
+        return total_w <= self.cap_w + 1.0
 
     def _lowering(self, serial: str, slot: _Slot) -> bool:
         """A known reduction of this inverter is wanted or on its way and not yet acknowledged. The controller
