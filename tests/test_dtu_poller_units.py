@@ -649,3 +649,18 @@ def test_a_raise_that_fits_under_the_setpoints_cap_goes_at_once():
     w.on_limit_status({"b": LimitStatus(5.0, 400, "Ok")}, 5.5)
     last = w.next_command(5.5)
     assert (last.serial, last.limit_pct) == (SERIAL, 95.0)
+
+
+def test_a_setpoint_with_an_implausible_rating_does_not_release_a_raise():
+    """limit_w is a bus input: a negative or absurd one gives no rating, so the raise waits as without a cap."""
+    w = machine()
+    body = lambda a, b, a_w: m.check_body(m.CTRL_SETPOINT, {"cap_w": 700.0, "limits": [   # noqa: E731
+        {"serial": SERIAL, "limit_pct": a, "limit_w": a_w}, {"serial": "b", "limit_pct": b, "limit_w": b * 4.0}]})
+    w.on_setpoint(body(50.0, 50.0, 200.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_setpoint(body(80.0, 20.0, -320.0), seq=2, msg_t=3.0, now=3.0)     # a negative W would make it "fit"
+    first = w.next_command(3.0)
+    assert (first.serial, first.limit_pct) == ("b", 20.0)
+    w.on_sent(first, 3.0, None, 3.0)
+    assert w.next_command(3.1) is None

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 from common import messages as m
 from common.clock import SYSTEM_CLOCK
 from common.config import per_inverter, switch_off_pairs
+from common.plausible import RATING_W
 from common.settings import SEND_THRESHOLD_PCT   # smaller changes are not sent
 from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, LimitStatus, OpenDtuClient)
 
@@ -160,8 +161,12 @@ class WriterMachine:
                                     detail="unknown inverter: not listed by the DTU")
                 continue
             slot = self.slot(serial)
-            if item.get("limit_w") and item["limit_pct"] > 0:
-                slot.rating_w = item["limit_w"] * 100.0 / item["limit_pct"]    # the controller's rating
+            limit_w = item.get("limit_w")
+            # the controller's rating; an implausible one (not positive, beyond any inverter) is not used: the raise
+            # then waits for the reductions as without a cap
+            rating_w = limit_w * 100.0 / item["limit_pct"] if limit_w and limit_w > 0 and item["limit_pct"] > 0 \
+                else None
+            slot.rating_w = rating_w if rating_w is not None and rating_w <= RATING_W.high else None
             slot.desired_pct = self.clamp(item["limit_pct"])
             slot.desired_seq = seq
             slot.desired_reason = item.get("reason")
