@@ -17,9 +17,24 @@ from sim.loadgen import Trace
 HM600 = ("HM-600", 600.0)
 
 
-def _step_trace(duration_s: int = 240, step_at_s: int = 60, before_w: float = 150.0, after_w: float = 650.0):
-    load = [before_w] * step_at_s + [after_w] * (duration_s - step_at_s)
-    return Trace("step", load, [0.0] * duration_s)
+@pytest.fixture(autouse=True)
+def _quiet():
+    quiet_product_logs()
+
+
+def _steps(cycles: int, low_w: float = 150.0, high_w: float = 650.0, half_s: int = 45) -> Trace:
+    return Trace(([low_w] * half_s + [high_w] * half_s) * cycles, name="steps")
+
+
+def _watch(loop, topic: str) -> list:
+    """Every (t, body) of `topic` the policy is given."""
+    seen, deliver = [], loop.deliver
+
+    def watching(events, t):
+        seen.extend((t, body) for top, body in events if top == topic)
+        return deliver(events, t)
+    loop.deliver = watching
+    return seen
 
 
 def _observe(check: RatingCheck, samples, vouched: bool) -> list:
@@ -54,3 +69,68 @@ def test_two_samples_in_a_row_far_above_the_limit_still_doubt_a_vouched_rating()
 def test_a_rating_nothing_vouches_for_is_still_doubted_at_the_first_settled_sample_above_the_limit():
     verdicts = _observe(RatingCheck(), [(20.0, 120.0)] * 4 + [(20.0, 185.9)], vouched=False)
     assert verdicts[-1][1] is False and verdicts[-1][0] > 600.0
+
+
+def test_the_ahoy_mode_runs_the_products_client_poller_and_writer_against_the_ahoy_model():
+    plant = load_plant(None).with_dead_time(2.0)
+    loop = AhoyLoop(_steps(2), plant, make_policy("project"), validate=True, refresh_s=15.0)
+    samples = _watch(loop, M.DTU_INVERTER)
+    acks = _watch(loop, M.DTU_ACK)
+    res = loop.run()
+    assert type(loop.gateway.write_client).__name__ == "AhoyClient" and loop.gateway.name == "AhoyDTU"
+    sent = [e for e in loop.ahoy.limit_log if e["status"] != "refused"]
+    assert sent and {e["cmd"] for e in sent} == {"limit_nonpersistent_absolute"}
+    assert res.commands == len(sent)
+    assert {b["serial"] for _t, b in samples} == {inv.serial for inv in loop.inverters}
+    ages = sorted({round(b["sample_t_mono"], 1) for _t, b in samples if b["serial"] == loop.inverters[0].serial})
+    assert min(b - a for a, b in zip(ages, ages[1:])) >= 14.0      # one sample per 15 s refresh, not more
+    assert sum(1 for _t, b in acks if b["outcome"] == "ok") >= 10
+    high = res.output_w[45 + 20:90]                                  # the first high half, after settling
+    assert np.mean(high) > 500.0
+
+
+def test_ahoy_is_slower_than_opendtu_on_a_step():
+    """The controller learns of the new output a refresh later (15 s instead of ~2 s), and on repeated steps
+    that costs export and avoidable import."""
+    plant = load_plant(None).with_dead_time(2.0)
+    step = Trace([150.0] * 60 + [650.0] * 60, name="step")
+    first = {}
+    for name, loop in (("opendtu", ClosedLoop(step, plant, make_policy("project"))),
+                       ("ahoy", AhoyLoop(step, plant, make_policy("project"), refresh_s=15.0))):
+        samples = _watch(loop, M.DTU_INVERTER)
+        loop.run()
+        first[name] = min(t for t, b in samples if t > 60 and b["ac_power_w"] > 250.0) - 60.0
+    assert first["ahoy"] > first["opendtu"] + 5.0, first
+    for seed in (1, 2):
+        rows = {dtu: run_policies(_steps(6), plant, ["project"], seed=seed, dtu=dtu, refresh_s=15.0)[0]
+                for dtu in ("opendtu", "ahoy")}
+        assert rows["ahoy"]["cost_wh"] > rows["opendtu"]["cost_wh"], (seed, rows["ahoy"]["cost_wh"],
+                                                                      rows["opendtu"]["cost_wh"])
+        assert rows["ahoy"]["dtu"] == "ahoy@15s" and rows["opendtu"]["dtu"] == "opendtu"
+
+
+def test_no_ahoy_command_above_the_cap_when_the_load_wants_far_more():
+    plant = load_plant(None).with_dead_time(2.0)
+    cap_w = plant.site.max_feed_in_w
+    trace = Trace([150.0] * 30 + [2500.0] * 60 + [300.0] * 30 + [2500.0] * 60, name="overload")
+    for refresh_s in (15.0, 5.0):
+        loop = AhoyLoop(trace, plant, make_policy("project"), refresh_s=refresh_s)
+        res = loop.run()
+        assert res.above_cap == 0
+        assert cap_w - 50.0 <= res.max_commanded_w <= cap_w + 1.0    # it did go up to the cap, not beyond
+        assert float(np.max(res.output_w)) <= cap_w + 1.0
+
+
+def test_the_cap_count_sees_a_sum_of_posted_limits_above_the_cap():
+    """The count the previous test relies on, at the transport: two limits whose sum exceeds the cap."""
+    plant = load_plant(None)
+    loop = AhoyLoop(Trace([100.0] * 5), plant, make_policy("project"))
+    a, b = (inv.serial for inv in loop.inverters[:2])
+    half = plant.site.max_feed_in_w / 2.0
+    loop.writer.count_post({"id": 0, "cmd": "limit_nonpersistent_absolute", "val": half}, a)
+    loop.writer.count_post({"id": 1, "cmd": "limit_nonpersistent_absolute", "val": half}, b)
+    assert loop.writer.above_cap == 0
+    loop.writer.count_post({"id": 1, "cmd": "limit_nonpersistent_absolute", "val": half + 10.0}, b)
+    assert loop.writer.above_cap == 1
+    loop.writer.count_post({"id": 1, "cmd": "power", "val": 0}, b)
+    assert loop.writer.above_cap == 1 and loop.writer.max_commanded_w == pytest.approx(2 * half + 10.0)
