@@ -58,6 +58,15 @@ def test_a_vouched_rating_survives_one_sample_above_a_limit_it_was_not_at_in_bet
     assert all(v == (600.0, True) for v in verdicts), verdicts
 
 
+def test_a_vouched_rating_survives_the_tail_of_a_hidden_raise_at_a_long_dead_time():
+    """Recorded on the bench (balcony_clouds, dead time 12 s, AhoyDTU refreshing every 5 s): at the 1 % read-back a
+    hidden raise showed up 12 s late, and the next sample caught its tail (58 W, then 21 W > 1.5 x 6 W). Two
+    samples far above, but falling: a ramp down, not a rating too small."""
+    history = [(1.0, 132.8), (1.0, 18.0), (1.0, 2.4), (1.0, 0.3), (1.0, 58.4), (1.0, 20.8), (1.0, 3.0)]
+    verdicts = _observe(RatingCheck(), history, vouched=True)
+    assert all(v == (600.0, True) for v in verdicts), verdicts
+
+
 def test_two_samples_in_a_row_far_above_the_limit_still_doubt_a_vouched_rating():
     check = RatingCheck()
     history = [(20.0, 120.0)] * 4 + [(20.0, 185.9), (20.0, 190.0)]
