@@ -67,6 +67,16 @@ def test_a_vouched_rating_survives_the_tail_of_a_hidden_raise_at_a_long_dead_tim
     assert all(v == (600.0, True) for v in verdicts), verdicts
 
 
+def test_a_vouched_rating_survives_a_pulse_load_that_beats_with_the_refresh():
+    """Recorded on the bench (hob, dead time 2 s, AhoyDTU every 15 s, oracle_delay re-commanding at every pulse
+    edge): each sample came just after a lowering, the read-back a little different every time (21.8, 21.3, 21.8,
+    21.7 %), the output still high and rising from sample to sample."""
+    history = [(66.7, 163.8), (66.7, 269.2), (21.8, 156.3), (21.3, 132.9), (21.8, 287.7), (21.7, 369.8),
+               (21.8, 393.5)]
+    verdicts = _observe(RatingCheck(), history, vouched=True)
+    assert all(v == (600.0, True) for v in verdicts), verdicts
+
+
 def test_two_samples_in_a_row_far_above_the_limit_still_doubt_a_vouched_rating():
     check = RatingCheck()
     history = [(20.0, 120.0)] * 4 + [(20.0, 185.9), (20.0, 190.0)]
