@@ -94,18 +94,19 @@ def format_ratios(ratios: dict) -> str:
     """The side-by-side table: one column per gateway, one row per cell, then the summed ratio and the worst."""
     labels = list(ratios)
     keys = list(dict.fromkeys(k for entry in ratios.values() for k in entry["cells"]))
-    head = f"{'scenario':<15}{'dead':>5}" + "".join(f"{label:>12}" for label in labels)
+    worst = {label: f"{ratios[label]['worst'][1]} {ratios[label]['worst'][2]:g}s" for label in labels}
+    w = max([12] + [len(label) + 2 for label in labels] + [len(text) + 2 for text in worst.values()])
+    head = f"{'scenario':<15}{'dead':>5}" + "".join(f"{label:>{w}}" for label in labels)
     lines = ["cost ratio project/oracle_delay (cost = export + avoidable import; oracle_delay through the same "
              "gateway)", head, "-" * len(head)]
     for key in keys:
         lines.append(f"{key[0]:<15}{key[1]:>5g}" + "".join(
-            f"{ratios[label]['cells'].get(key, float('nan')):>12.2f}" for label in labels))
+            f"{ratios[label]['cells'].get(key, float('nan')):>{w}.2f}" for label in labels))
     lines.append("-" * len(head))
-    lines.append(f"{'summed':<20}" + "".join(f"{(ratios[label]['summed'] or float('nan')):>12.2f}"
+    lines.append(f"{'summed':<20}" + "".join(f"{(ratios[label]['summed'] or float('nan')):>{w}.2f}"
                                             for label in labels))
-    lines.append(f"{'worst':<20}" + "".join(f"{ratios[label]['worst'][0]:>12.2f}" for label in labels))
-    lines.append(f"{'worst cell':<20}" + "".join(
-        f"{ratios[label]['worst'][1] + ' ' + format(ratios[label]['worst'][2], 'g') + 's':>12}" for label in labels))
+    lines.append(f"{'worst':<20}" + "".join(f"{ratios[label]['worst'][0]:>{w}.2f}" for label in labels))
+    lines.append(f"{'worst cell':<20}" + "".join(f"{worst[label]:>{w}}" for label in labels))
     return "\n".join(lines)
 
 
