@@ -664,3 +664,64 @@ def test_a_setpoint_with_an_implausible_rating_does_not_release_a_raise():
     assert (first.serial, first.limit_pct) == ("b", 20.0)
     w.on_sent(first, 3.0, None, 3.0)
     assert w.next_command(3.1) is None
+
+
+def _capped(a_pct, b_pct, cap_w=500.0):
+    """A setpoint for two 400 W inverters (SERIAL, "b") with its cap and their ratings (limit_w)."""
+    return m.check_body(m.CTRL_SETPOINT, {"cap_w": cap_w, "limits": [
+        {"serial": SERIAL, "limit_pct": a_pct, "limit_w": a_pct * 4.0},
+        {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0}]})
+
+
+def _failed_raise_of_a():
+    """Both at 25 % (100 W) acknowledged; then SERIAL's raise to 75 % fails (the DTU may still re-send and apply
+    it: 300 W may be in force on SERIAL)."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=2.0, now=2.0)
+    raise_a = w.next_command(2.0)
+    assert (raise_a.serial, raise_a.limit_pct) == (SERIAL, 75.0)        # 300 + 100 W <= 500 W: at once
+    w.on_sent(raise_a, 2.0, None, 2.0)
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Failure")}, 12.0)
+    return w
+
+
+def test_a_failed_raise_the_dtu_may_still_apply_holds_another_raise_back():
+    """The limit that may be in force is the highest of acknowledged, in flight and failed: after SERIAL's failed
+    75 %, moving the power to b (SERIAL 25 %, b 75 %) must wait for SERIAL's 25 % to be acknowledged; counting
+    only the acknowledged 25 % would send b's 300 W beside a 300 W the DTU may still apply (600 W > 500 W)."""
+    w = _failed_raise_of_a()
+    assert w._possible_pct(w.slots[SERIAL]) == 75.0
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=13.0, now=13.0)
+    assert w.next_command(13.0) is None             # SERIAL waits for its retry, b for SERIAL
+    down = w.next_command(17.5)                     # RETRY_AFTER_FAILURE_S after the failure
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    w.on_sent(down, 17.5, None, 17.5)
+    assert w.next_command(17.6) is None
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Ok")}, 18.0)
+    assert w._possible_pct(w.slots[SERIAL]) == 25.0
+    up = w.next_command(18.0)
+    assert (up.serial, up.limit_pct) == ("b", 75.0)
+
+
+def test_a_raise_no_pending_reduction_makes_room_for_is_cut_to_the_cap_and_logged_once(caplog):
+    """SERIAL's failed 75 % may still be applied and SERIAL is unreachable (nothing we send reduces it): b's raise
+    to 75 % is cut to what fits beside 300 W under 500 W (+1 W): 50.2 %, logged once, not repeated; once SERIAL's
+    reduction is acknowledged, b gets its 75 %."""
+    w = _failed_raise_of_a()
+    w.on_inventory([SERIAL, "b"], {"b"}, {}, None)
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=13.0, now=13.0)
+    with caplog.at_level("WARNING", logger="services.dtu_poller.writer"):
+        cut = w.next_command(13.0)
+        assert (cut.serial, cut.limit_pct) == ("b", 50.2)
+        _ok(w, cut, 13.0)
+        assert [w.next_command(t) for t in (14.0, 20.0, 30.0)] == [None, None, None]
+    assert sum("cut to 50.2 %" in r.getMessage() for r in caplog.records) == 1
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)
+    down = w.next_command(31.0)
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    _ok(w, down, 31.0)
+    up = w.next_command(31.5)
+    assert (up.serial, up.limit_pct) == ("b", 75.0)
