@@ -725,3 +725,27 @@ def test_a_raise_no_pending_reduction_makes_room_for_is_cut_to_the_cap_and_logge
     _ok(w, down, 31.0)
     up = w.next_command(31.5)
     assert (up.serial, up.limit_pct) == ("b", 75.0)
+
+
+def test_an_inverter_whose_acknowledged_limit_became_unknown_still_counts_its_raise_in_flight():
+    """The DTU reads back 20 % where 25 % was acknowledged (the acknowledged value is then unknown and the limit
+    sent again); SERIAL's raise to 75 % is in flight. Moving the power to b must wait: 'unknown' once let b's raise
+    go beside SERIAL's 300 W in flight (600 W > 500 W on the wire). The read-back stands for the limit in force."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 20.0, "b": 25.0}, 5.0)
+    assert w.slots[SERIAL].acked_pct is None and w._possible_pct(w.slots[SERIAL]) == 20.0
+    w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=6.0, now=6.0)
+    up_a = w.next_command(6.0)
+    assert (up_a.serial, up_a.limit_pct) == (SERIAL, 75.0)
+    w.on_sent(up_a, 6.0, None, 6.0)
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=6.2, now=6.2)
+    assert w.next_command(6.2) is None                   # b waits: SERIAL may reach 75 %
+    w.on_limit_status({SERIAL: LimitStatus(75.0, 400, "Ok")}, 6.5)
+    down = w.next_command(6.5)
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    _ok(w, down, 6.5)
+    up_b = w.next_command(7.0)
+    assert (up_b.serial, up_b.limit_pct) == ("b", 75.0)

@@ -118,6 +118,7 @@ class _Slot:
     stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
     rating_w: Optional[float] = None    # W at 100 %, as the controller counts it (from limit_w / limit_pct)
     cut_logged: bool = False            # a raise cut to the room under the cap was logged (once until uncut)
+    readback_pct: Optional[float] = None   # the limit the DTU reported at its last poll (> 0 only: 0 = not known)
 
 
 def _worth_logging(count: int) -> bool:
@@ -237,6 +238,8 @@ class WriterMachine:
                 self._on_sample(serial, self.slots[serial], ac_w, sample_t, now if now is not None else sample_t)
         for serial, limit_pct in limits.items():
             slot = self.slots.get(serial)
+            if slot is not None and limit_pct is not None:
+                slot.readback_pct = limit_pct if limit_pct > 0 else None
             if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
                 continue
             if poll_t > (slot.acked_t or 0) + 1.0 and abs(limit_pct - slot.acked_pct) >= ACK_TOLERANCE_PCT:
@@ -407,12 +410,13 @@ class WriterMachine:
 
     @staticmethod
     def _possible_pct(slot: _Slot) -> Optional[float]:
-        """The highest limit that may be in force on this inverter now or soon: the acknowledged one, the one in
-        flight, and one that failed or timed out (the DTU may re-send and apply it). None: the one in force is
-        unknown (first seen, restarted, DTU rebooted, read-back differed)."""
-        if slot.acked_pct is None:
+        """The highest limit that may be in force on this inverter now or soon: the acknowledged one (unknown after
+        a restart, a DTU reboot or a read-back that differed: then the one the DTU last reported), the one in
+        flight, and one that failed or timed out (the DTU may re-send and apply it). None: nothing known of the one
+        in force (first seen, nothing acknowledged and no read-back yet)."""
+        pct = slot.acked_pct if slot.acked_pct is not None else slot.readback_pct
+        if pct is None:
             return None
-        pct = slot.acked_pct
         flight = slot.in_flight
         if flight is not None and flight.command.kind == "limit" and flight.command.limit_pct is not None:
             pct = max(pct, flight.command.limit_pct)
