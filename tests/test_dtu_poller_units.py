@@ -10,7 +10,7 @@ from services.dtu_poller.client import (DtuAuthError, DtuConnectionError, DtuInv
 from services.dtu_poller.reader import PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.service import backoff_s
 from services.dtu_poller.client import DtuRateLimited
-from services.dtu_poller.writer import STATUS_POLL_S, WriterMachine, WriterParams
+from services.dtu_poller.writer import STATUS_POLL_S, Command, WriterMachine, WriterParams
 
 SERIAL = "112182345678"
 
@@ -749,3 +749,19 @@ def test_an_inverter_whose_acknowledged_limit_became_unknown_still_counts_its_ra
     _ok(w, down, 6.5)
     up_b = w.next_command(7.0)
     assert (up_b.serial, up_b.limit_pct) == ("b", 75.0)
+
+
+def test_two_inverters_lowering_from_their_read_back_do_not_wait_for_each_other():
+    """After a DTU reboot nothing is acknowledged and the DTU reads back 100 % on both: 30 % on each is a reduction
+    from what may be in force, and goes at once. Judged as raises (against an unknown acknowledged limit) while
+    each counted as lowering for the other, they waited for each other for good."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    reboot = Command("dtu_reboot", None)
+    w.on_sent(reboot, 2.0, None, 2.0)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 100.0, "b": 100.0}, 40.0)
+    w.on_setpoint(_capped(30.0, 30.0), seq=2, msg_t=41.0, now=41.0)
+    sent = [w.next_command(41.0), w.next_command(41.0)]
+    assert sorted((c.serial, c.limit_pct) for c in sent if c is not None) == [(SERIAL, 30.0), ("b", 30.0)]

@@ -404,9 +404,12 @@ class WriterMachine:
         return None
 
     def _raises(self, slot: _Slot) -> bool:
-        """Its wanted limit is above the one in force (or that one is unknown), and above the minimum."""
+        """Its wanted limit is above the highest that may be in force (`_possible_pct`; or nothing is known of
+        that), and above the minimum. Measured against the same figure as `_lowering`, so an inverter that holds
+        others' raises back is never held back itself (two of them could otherwise wait for each other)."""
+        possible = self._possible_pct(slot)
         return slot.desired_pct is not None and slot.desired_pct > self.params.min_pct \
-            and (slot.acked_pct is None or slot.desired_pct >= slot.acked_pct + SEND_THRESHOLD_PCT)
+            and (possible is None or slot.desired_pct >= possible + SEND_THRESHOLD_PCT)
 
     @staticmethod
     def _possible_pct(slot: _Slot) -> Optional[float]:
