@@ -3,9 +3,13 @@
 `WriterMachine` is the decision logic with time passed in (unit-testable without HTTP): per inverter one command
 in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
 acknowledged one (or that failed, or it is due for a refresh), `/api/limit/status` is followed until Ok / Failure /
-timeout and every outcome is published as `dtu.ack`. Restarts and DTU reboots are rate-limited; a setpoint
-watchdog sends every reachable inverter to its safe minimum when the controller falls silent. An inverter first
-seen gets the minimum limit at once (before any setpoint: it runs at its persistent limit until then).
+timeout and every outcome is published as `dtu.ack`. The cap on the wire: a raise goes only when the sum over the
+other inverters of the highest limit that may be in force (`_possible_pct`: acknowledged, or the DTU's read-back when
+that is unknown; in flight; failed or timed out, which the DTU may still re-send) leaves room for it under the
+setpoint's `cap_w`; else it waits for their reductions, or, when none is pending, is cut to the room left (logged
+once). Restarts and DTU reboots are rate-limited; a setpoint watchdog sends every reachable inverter to its safe
+minimum when the controller falls silent. An inverter first seen gets the minimum limit at once (before any
+setpoint: it runs at its persistent limit until then).
 
 Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
 the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
