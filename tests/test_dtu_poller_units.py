@@ -765,3 +765,26 @@ def test_two_inverters_lowering_from_their_read_back_do_not_wait_for_each_other(
     w.on_setpoint(_capped(30.0, 30.0), seq=2, msg_t=41.0, now=41.0)
     sent = [w.next_command(41.0), w.next_command(41.0)]
     assert sorted((c.serial, c.limit_pct) for c in sent if c is not None) == [(SERIAL, 30.0), ("b", 30.0)]
+
+
+def test_a_power_on_waits_for_the_reduction_that_makes_room_for_its_limit():
+    """b (50 %, 200 W acknowledged) shows no output and is wanted on: its power on adds 200 W to the sum. Beside
+    SERIAL's 75 % (300 W) still in force while its reduction to 25 % is in flight, that is 500 W under a 450 W cap:
+    the power on follows the reduction's ack."""
+    def body(a_pct, b_pct, cap_w):
+        return m.check_body(m.CTRL_SETPOINT, {"cap_w": cap_w, "limits": [
+            {"serial": SERIAL, "limit_pct": a_pct, "limit_w": a_pct * 4.0},
+            {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0, "on": True}]})
+    w = machine()
+    w.on_setpoint(body(75.0, 50.0, 600.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None, {"b": (0.0, 3.0)}, 3.0)
+    w.on_setpoint(body(25.0, 50.0, 450.0), seq=2, msg_t=4.0, now=4.0)
+    down = w.next_command(4.0)
+    assert (down.kind, down.serial, down.limit_pct) == ("limit", SERIAL, 25.0)
+    w.on_sent(down, 4.0, None, 4.0)
+    assert w.next_command(4.1) is None
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Ok")}, 4.5)
+    start = w.next_command(4.5)
+    assert (start.kind, start.serial) == ("power_on", "b")
