@@ -54,8 +54,8 @@ class RunResult:
     resends: int                        # DTU-internal resends
     policy_calls: int
     last_status: Optional[dict] = None
-    above_cap: int = 0                  # commands after which the inverters switched on were limited above the cap
-    max_commanded_w: float = 0.0        # the highest such sum of limits (W)
+    above_cap: int = 0                  # commands after which the limits that may be on the wire sum above the cap
+    max_commanded_w: float = 0.0        # the highest such sum (W), SimWriter.possible_w
     refreshes: int = 0                  # limit commands repeating the limit last sent to that inverter
 
 
@@ -76,8 +76,7 @@ class SimWriter:
         self.woken = False
         self.commands = 0
         self.power_states: dict = {}
-        self.wire_w: dict = {}                         # serial -> last limit sent (W)
-        self.off: set = set()                          # serials last commanded off
+        self.wire_w: dict = {}                         # serial -> last limit sent (W), to count refreshes
         self.above_cap = 0
         self.max_commanded_w = 0.0
         self.refreshes = 0
@@ -141,26 +140,39 @@ class SimWriter:
         return out
 
     def _check_cap(self, cmd) -> None:
-        """Sum of the limits in force on the inverters not commanded off, after this command; above the site's
-        feed-in cap (+1 W for rounding) it counts as a command above the cap."""
+        """After a limit or power command: the sum over the inverters that may run of the highest limit that may be
+        on the wire (`possible_w`); above the site's feed-in cap (+1 W for rounding) the command counts as one above
+        the cap. Counting only the limits last sent missed a reduction not yet applied (the old, higher limit is
+        still in force while the new one is in flight) and a failed raise the DTU re-sends on its own."""
         if cmd.kind == "limit":
-            radio = next((r for r in self.dtu.radios if r.inv.serial == cmd.serial), None)
+            radio = self.dtu.by_serial.get(cmd.serial)
             if radio is None:
                 return
             limit_w = min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0
             if self.wire_w.get(cmd.serial) == limit_w:
                 self.refreshes += 1
             self.wire_w[cmd.serial] = limit_w
-        elif cmd.kind == "power_off":
-            self.off.add(cmd.serial)
-        elif cmd.kind == "power_on":
-            self.off.discard(cmd.serial)
-        else:
+        elif cmd.kind not in ("power_off", "power_on", "restart"):
             return
-        total = sum(w for s, w in self.wire_w.items() if s not in self.off)
+        total = self.possible_w()
         self.max_commanded_w = max(self.max_commanded_w, total)
         if total > self.loop.plant.site.max_feed_in_w + 1.0:
             self.above_cap += 1
+
+    def possible_w(self) -> float:
+        """Sum over the inverters that run or may start (not switched off, or a power on / restart on its way) of
+        the highest of: the limit in force (acknowledged by the inverter), the one in flight, the one queued in
+        the DTU, and a failed one the DTU may still re-send. At the inverters' real ratings."""
+        total = 0.0
+        for radio in self.dtu.radios:
+            inv = radio.inv
+            power = radio.power_inflight.value if radio.power_inflight is not None else None
+            if not inv.enabled and power not in ("on", "restart"):
+                continue
+            pcts = [inv.limit_pct] + [c.value[0] for c in (radio.limit_inflight, radio.limit_queued,
+                                                             radio.limit_last) if c is not None]
+            total += min(100.0, max(pcts)) * inv.max_power_w / 100.0
+        return total
 
     def _refresh_flags(self, now: float) -> None:
         machine = self.machine

@@ -19,7 +19,8 @@ limit above what sim's temperature model reaches). Goals per cell (the table sho
   export  <= 1.1 x oracle_delay's export
   commands <= 150 per hour on the steady load: the law's changes; the writer's refreshes (an unchanged limit sent
                 again every 60 s, 60 per hour and inverter) are shown apart (`max cmd/h` is the total)
-  no command above the cap (the sum of the limits of the inverters not switched off > max_feed_in + 1 W)
+  no command above the cap: after no command may the limits on the wire (per inverter not switched off the highest
+                of the one in force, in flight, queued in the DTU, or failed and maybe re-sent) sum > max_feed_in + 1 W
 
 A ratio's denominator is at least `FLOOR_WH` (0.5 Wh): below that the oracle's figure is noise, and a cell passes
 when the value is within the goal's factor x max(oracle, FLOOR_WH).

@@ -59,3 +59,52 @@ def test_main_json_lines(capsys):
     assert code in (0, 1)
     assert lines[0]["scenario"] == "steady" and "cost_ratio" in lines[0]
     assert lines[-1]["scenario"] == "steady" and "worst_cost_ratio" in lines[-1]
+
+
+def _idle_loop():
+    from bench.loop import ClosedLoop
+    from bench.plantcfg import load_plant
+    from sim.loadgen import Trace
+    plant = load_plant()                   # 2 x HM-600 under an 800 W cap
+    loop = ClosedLoop(Trace([0.0] * 10), plant, OracleDelayPolicy(), seed=1)
+    for radio in loop.dtu.radios:
+        radio.devinfo_known = True         # the DTU knows the ratings (as after its first poll)
+    return loop, [inv.serial for inv in plant.inverters]
+
+
+def test_cap_count_sees_a_reduction_still_in_flight():
+    """A at 100 % in force, its reduction to 10 % sent but not acknowledged, then B raised to 100 %: 1200 W may
+    be on the wire under an 800 W cap. The count of the limits last sent (60 + 600 W) missed it."""
+    from services.dtu_poller.writer import Command
+    loop, (a, b) = _idle_loop()
+    writer, dtu = loop.writer, loop.dtu
+    dtu.by_serial[a].inv.apply_limit(100.0, 0.0)
+    for serial, pct in ((a, 10.0), (b, 100.0)):
+        dtu.submit_limit(serial, 1, pct, persistent=False, relative=True)
+        writer._check_cap(Command("limit", serial, pct))
+    assert writer.above_cap == 1 and writer.max_commanded_w == 1200.0
+    assert writer.wire_w == {a: 60.0, b: 600.0}          # what the old count summed (660 W: not above)
+
+
+def test_cap_count_sees_a_failed_raise_the_dtu_may_resend():
+    """A's raise to 100 % was lost (Failure; the DTU re-sends it at A's next poll), A still at 10 % in force;
+    B then raised to 50 %: 600 + 300 W may be on the wire. A switched off: it no longer counts."""
+    from services.dtu_poller.writer import Command
+    loop, (a, b) = _idle_loop()
+    writer, dtu = loop.writer, loop.dtu
+    radio_a = dtu.by_serial[a]
+    radio_a.inv.apply_limit(10.0, 0.0)
+    dtu.set_inverter_fault("limit_failure", a)
+    dtu.submit_limit(a, 1, 100.0, persistent=False, relative=True)
+    radio_a.poll_enabled = False                          # its next poll slot (the re-send) has not come yet
+    for _ in range(80):                                   # past the DTU's 10 s failure timeout
+        loop.sim.step(0.25)
+        if radio_a.limit_status == "Failure":
+            break
+    assert radio_a.limit_status == "Failure" and radio_a.limit_inflight is None and radio_a.inv.limit_pct == 10.0
+    dtu.submit_limit(b, 1, 50.0, persistent=False, relative=True)
+    writer._check_cap(Command("limit", b, 50.0))
+    assert writer.above_cap == 1 and writer.max_commanded_w == 900.0
+    radio_a.inv.set_enabled(False)
+    writer._check_cap(Command("power_off", a))
+    assert writer.above_cap == 1 and writer.max_commanded_w == 900.0   # 300 W now: not counted again

@@ -489,9 +489,10 @@ def _project(serials=("A", "B"), limit=10.0, running=True, **changes):
 def test_project_deadbeat_step_spread_over_all_inverters():
     d = _project(("A", "B"), limit=10.0)              # 40 W each reported
     got = d.step([grid(300, d.now)], dt=0.1)
-    # total = 80 W output + 300 W grid - 25 W target = 355 W -> 44.375 % each -> 44 % (+ leftover quantum)
-    assert d.limits() == {"A": 44.0, "B": 44.0}
-    assert d.inv("A").pending_pct == 44.0 and d.inv("B").pending_pct == 44.0
+    # total = 80 W output + 300 W grid - 25 W target = 355 W -> 44.375 % each -> 44 %, 352 W; the 3 W left are
+    # nearer one more quantum (4 W) than none: A 45 %, 356 W
+    assert d.limits() == {"A": 45.0, "B": 44.0}
+    assert d.inv("A").pending_pct == 45.0 and d.inv("B").pending_pct == 44.0
     assert any("project raise" in r for r in got[m.CTRL_STATUS][-1]["reasons"])
 
 
@@ -499,8 +500,8 @@ def test_project_does_not_stack_commands_in_the_dead_time_and_counts_the_predict
     d = _project(("A",), limit=10.0)                   # 40 W reported, dead time 2 s until learned
     t = d.now
     d.step([grid(300, t + 0.1)], dt=0.1)
-    first = d.inv("A").cmd_pct                         # 300 + 40 - 25 = 315 W of 400 W -> 78 %
-    assert first == 78.0
+    first = d.inv("A").cmd_pct                         # 300 + 40 - 25 = 315 W of 400 W -> 78.75 %: 79 % (nearest)
+    assert first == 79.0
     assert d.last(m.CTRL_SETPOINT)["grid_sample_t_mono"] == t + 0.1
     d.step([ack("A", first, sent_t=t + 0.1, latency_s=1.0)], dt=0.9)    # in force at t + 1.1
     for k in range(1, 4):                              # inside the dead time: the grid still shows 300 W
@@ -525,22 +526,43 @@ def test_project_export_reduces_at_once_without_waiting_for_inverter_data():
     t = d.now
     d.step([grid(-300, t + 0.1)], dt=0.1)              # a load went off: export
     # output 400 - 300 - 25 = 75 W total: too little for 10 % each (80 W), but within the active-count hysteresis
-    # (>= 75 % of it) both stay active: 37.5 W each -> 9 % (floored)
-    assert d.limits() == {"A": 9.0, "B": 9.0}
+    # (>= 75 % of it) both stay active: 37.5 W each -> 9.375 %: 9 % each (72 W) and the quantum left (3 W of 4)
+    # to the first: 76 W, the nearest to 75 W
+    assert d.limits() == {"A": 10.0, "B": 9.0}
     assert any("project reduce" in r and "output est. 400 W" in r for r in d.last(m.CTRL_STATUS)["reasons"])
 
 
 @pytest.mark.parametrize("total_w, max_ws, active_min, expected", [
-    (355, [400, 400], 10, [44, 44]),
-    (75, [400, 400], 10, [17, 1]),          # one inverter carries a small load
-    (75, [400, 400], 0, [9, 9]),            # plain equal split
-    (130, [600, 600], 10, [11, 10]),        # leftover quanta to the first
+    (355, [400, 400], 10, [45, 44]),        # 44 % each is 352 W: one more quantum (356 W) is nearer
+    (353, [400, 400], 10, [44, 44]),        # 352 W is nearer than 356 W
+    (75, [400, 400], 10, [18, 1]),          # one inverter carries a small load (71 W: 72 nearer than 68)
+    (75, [400, 400], 0, [10, 9]),           # equal split, the leftover quantum to the first (76 W)
+    (130, [600, 600], 10, [11, 11]),        # leftover quanta to the first: 120 -> 126 -> 132 W (2 W over, not 4 short)
+    (127, [600, 600], 10, [11, 10]),        # 126 W; 132 would be 5 W over
     (50, [600, 600, 600], 10, [6, 1, 1]),
     (5000, [400, 400], 10, [80, 80]),       # max_percent
     (0, [400, 400], 10, [1, 1]),            # never below min_percent
 ])
 def test_spread(total_w, max_ws, active_min, expected):
     assert distribution.spread(total_w, max_ws, 1.0, 1.0, 80.0, active_min) == expected
+
+
+def test_spread_rounds_to_the_nearest_quantum_within_half_a_step():
+    """The docstring's invariants over a grid of totals: every limit in [min, max], and the sum within half of one
+    inverter's quantum of the total (flooring left it up to a quantum per inverter short), except below the
+    minimums or beyond the maximums."""
+    import random
+    rng = random.Random(5)
+    for _ in range(2000):
+        max_ws = [rng.choice((300.0, 400.0, 600.0, 800.0, 1600.0, 2000.0)) for _ in range(rng.randint(1, 4))]
+        quantum, min_pct, max_pct = rng.choice((0.1, 1.0)), rng.choice((1.0, 2.0)), rng.choice((80.0, 100.0))
+        total_w = rng.uniform(0.0, 1.1 * sum(max_ws))
+        pcts = distribution.spread(total_w, max_ws, quantum, min_pct, max_pct, rng.choice((0.0, 10.0)))
+        assert all(min_pct - 1e-9 <= p <= max_pct + 1e-9 for p in pcts)
+        sum_w = sum(p * m / 100.0 for p, m in zip(pcts, max_ws))
+        if sum(min_pct * m / 100.0 for m in max_ws) < total_w < sum(max_pct * m / 100.0 for m in max_ws) \
+                - quantum * max(max_ws) / 100.0:
+            assert abs(sum_w - total_w) <= quantum * max(max_ws) / 200.0 + 1e-6, (total_w, max_ws, pcts)
 
 
 @pytest.mark.parametrize("pcts, max_ws, cap_w, expected", [
@@ -701,9 +723,13 @@ def test_project_smooths_small_load_moves_but_follows_a_step_at_once():
     d = _project(("A",), limit=10.0)                   # 40 W; filter band 20 W, alpha 0.5
     d.step([grid(25, d.now + 3.0)], dt=3.0)            # load 65 W, wanted 40 W: no change
     assert d.inv("A").cmd_pct == 10.0
-    for grid_w in (31, 19, 31, 19, 31):                # +-6 W of noise: unfiltered, 31 W is a 6 W raise (11 %)
+    seen = []
+    for grid_w in (31, 19, 31, 19, 31):                # +-6 W of noise: unfiltered, 31 W is a 6 W raise (12 %)
         d.step([grid(grid_w, d.now + 3.0)], dt=3.0)
-        assert d.inv("A").cmd_pct == 10.0, grid_w
+        seen.append(d.inv("A").cmd_pct)
+    # the smoothed estimate swings +-2.5 W around 65 W; its top (43 W wanted) rounds to 11 %: at most that one
+    # quantum up, once, and no way back down (inside the 15 W reduction deadband)
+    assert set(seen) <= {10.0, 11.0} and seen == sorted(seen), seen
     d.step([grid(125, d.now + 3.0)], dt=3.0)           # a 100 W load step: followed in one sample
     assert d.inv("A").cmd_pct == 35.0                  # 40 + 125 - 25 = 140 W of 400 W
     d.step([grid(-75, d.now + 3.0)], dt=3.0)           # and it goes off again: reduced at once
@@ -761,8 +787,8 @@ def test_project_counts_an_uncontrollable_inverter_in_the_load_but_not_in_the_ne
     # B is over temperature and held at its minimum (1 % = 4 W), still producing 40 W while it ramps down
     d.inv("B").temp_alarm = True
     d.step([grid(300, t + 0.1), inverter("B", t, 10.0, ac_power_w=40.0, index=1, temperature_c=60.0)], dt=0.1)
-    # load - target = 300 + 40 (A) + 40 (B) - 25 = 355 W; B will give 4 W: A gets 351 W -> 87 % (max_percent 100)
-    assert d.limits() == {"A": 87.0, "B": 1.0}
+    # load - target = 300 + 40 (A) + 40 (B) - 25 = 355 W; B will give 4 W: A gets 351 W -> 87.75 %: 88 % (nearest)
+    assert d.limits() == {"A": 88.0, "B": 1.0}
 
 
 # ------------------------------------------------------------------ project law: output model

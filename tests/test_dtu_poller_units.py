@@ -10,7 +10,7 @@ from services.dtu_poller.client import (DtuAuthError, DtuConnectionError, DtuInv
 from services.dtu_poller.reader import PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.service import backoff_s
 from services.dtu_poller.client import DtuRateLimited
-from services.dtu_poller.writer import STATUS_POLL_S, WriterMachine, WriterParams
+from services.dtu_poller.writer import STATUS_POLL_S, Command, WriterMachine, WriterParams
 
 SERIAL = "112182345678"
 
@@ -664,3 +664,127 @@ def test_a_setpoint_with_an_implausible_rating_does_not_release_a_raise():
     assert (first.serial, first.limit_pct) == ("b", 20.0)
     w.on_sent(first, 3.0, None, 3.0)
     assert w.next_command(3.1) is None
+
+
+def _capped(a_pct, b_pct, cap_w=500.0):
+    """A setpoint for two 400 W inverters (SERIAL, "b") with its cap and their ratings (limit_w)."""
+    return m.check_body(m.CTRL_SETPOINT, {"cap_w": cap_w, "limits": [
+        {"serial": SERIAL, "limit_pct": a_pct, "limit_w": a_pct * 4.0},
+        {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0}]})
+
+
+def _failed_raise_of_a():
+    """Both at 25 % (100 W) acknowledged; then SERIAL's raise to 75 % fails (the DTU may still re-send and apply
+    it: 300 W may be in force on SERIAL)."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=2.0, now=2.0)
+    raise_a = w.next_command(2.0)
+    assert (raise_a.serial, raise_a.limit_pct) == (SERIAL, 75.0)        # 300 + 100 W <= 500 W: at once
+    w.on_sent(raise_a, 2.0, None, 2.0)
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Failure")}, 12.0)
+    return w
+
+
+def test_a_failed_raise_the_dtu_may_still_apply_holds_another_raise_back():
+    """The limit that may be in force is the highest of acknowledged, in flight and failed: after SERIAL's failed
+    75 %, moving the power to b (SERIAL 25 %, b 75 %) must wait for SERIAL's 25 % to be acknowledged; counting
+    only the acknowledged 25 % would send b's 300 W beside a 300 W the DTU may still apply (600 W > 500 W)."""
+    w = _failed_raise_of_a()
+    assert w._possible_pct(w.slots[SERIAL]) == 75.0
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=13.0, now=13.0)
+    assert w.next_command(13.0) is None             # SERIAL waits for its retry, b for SERIAL
+    down = w.next_command(17.5)                     # RETRY_AFTER_FAILURE_S after the failure
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    w.on_sent(down, 17.5, None, 17.5)
+    assert w.next_command(17.6) is None
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Ok")}, 18.0)
+    assert w._possible_pct(w.slots[SERIAL]) == 25.0
+    up = w.next_command(18.0)
+    assert (up.serial, up.limit_pct) == ("b", 75.0)
+
+
+def test_a_raise_no_pending_reduction_makes_room_for_is_cut_to_the_cap_and_logged_once(caplog):
+    """SERIAL's failed 75 % may still be applied and SERIAL is unreachable (nothing we send reduces it): b's raise
+    to 75 % is cut to what fits beside 300 W under 500 W (+1 W): 50.2 %, logged once, not repeated; once SERIAL's
+    reduction is acknowledged, b gets its 75 %."""
+    w = _failed_raise_of_a()
+    w.on_inventory([SERIAL, "b"], {"b"}, {}, None)
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=13.0, now=13.0)
+    with caplog.at_level("WARNING", logger="services.dtu_poller.writer"):
+        cut = w.next_command(13.0)
+        assert (cut.serial, cut.limit_pct) == ("b", 50.2)
+        _ok(w, cut, 13.0)
+        assert [w.next_command(t) for t in (14.0, 20.0, 30.0)] == [None, None, None]
+    assert sum("cut to 50.2 %" in r.getMessage() for r in caplog.records) == 1
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None)
+    down = w.next_command(31.0)
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    _ok(w, down, 31.0)
+    up = w.next_command(31.5)
+    assert (up.serial, up.limit_pct) == ("b", 75.0)
+
+
+def test_an_inverter_whose_acknowledged_limit_became_unknown_still_counts_its_raise_in_flight():
+    """The DTU reads back 20 % where 25 % was acknowledged (the acknowledged value is then unknown and the limit
+    sent again); SERIAL's raise to 75 % is in flight. Moving the power to b must wait: 'unknown' once let b's raise
+    go beside SERIAL's 300 W in flight (600 W > 500 W on the wire). The read-back stands for the limit in force."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 20.0, "b": 25.0}, 5.0)
+    assert w.slots[SERIAL].acked_pct is None and w._possible_pct(w.slots[SERIAL]) == 20.0
+    w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=6.0, now=6.0)
+    up_a = w.next_command(6.0)
+    assert (up_a.serial, up_a.limit_pct) == (SERIAL, 75.0)
+    w.on_sent(up_a, 6.0, None, 6.0)
+    w.on_setpoint(_capped(25.0, 75.0), seq=3, msg_t=6.2, now=6.2)
+    assert w.next_command(6.2) is None                   # b waits: SERIAL may reach 75 %
+    w.on_limit_status({SERIAL: LimitStatus(75.0, 400, "Ok")}, 6.5)
+    down = w.next_command(6.5)
+    assert (down.serial, down.limit_pct) == (SERIAL, 25.0)
+    _ok(w, down, 6.5)
+    up_b = w.next_command(7.0)
+    assert (up_b.serial, up_b.limit_pct) == ("b", 75.0)
+
+
+def test_two_inverters_lowering_from_their_read_back_do_not_wait_for_each_other():
+    """After a DTU reboot nothing is acknowledged and the DTU reads back 100 % on both: 30 % on each is a reduction
+    from what may be in force, and goes at once. Judged as raises (against an unknown acknowledged limit) while
+    each counted as lowering for the other, they waited for each other for good."""
+    w = machine()
+    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    reboot = Command("dtu_reboot", None)
+    w.on_sent(reboot, 2.0, None, 2.0)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 100.0, "b": 100.0}, 40.0)
+    w.on_setpoint(_capped(30.0, 30.0), seq=2, msg_t=41.0, now=41.0)
+    sent = [w.next_command(41.0), w.next_command(41.0)]
+    assert sorted((c.serial, c.limit_pct) for c in sent if c is not None) == [(SERIAL, 30.0), ("b", 30.0)]
+
+
+def test_a_power_on_waits_for_the_reduction_that_makes_room_for_its_limit():
+    """b (50 %, 200 W acknowledged) shows no output and is wanted on: its power on adds 200 W to the sum. Beside
+    SERIAL's 75 % (300 W) still in force while its reduction to 25 % is in flight, that is 500 W under a 450 W cap:
+    the power on follows the reduction's ack."""
+    def body(a_pct, b_pct, cap_w):
+        return m.check_body(m.CTRL_SETPOINT, {"cap_w": cap_w, "limits": [
+            {"serial": SERIAL, "limit_pct": a_pct, "limit_w": a_pct * 4.0},
+            {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0, "on": True}]})
+    w = machine()
+    w.on_setpoint(body(75.0, 50.0, 600.0), seq=1, msg_t=1.0, now=1.0)
+    _ok(w, w.next_command(1.0), 1.0)
+    _ok(w, w.next_command(1.6), 1.6)
+    w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {}, None, {"b": (0.0, 3.0)}, 3.0)
+    w.on_setpoint(body(25.0, 50.0, 450.0), seq=2, msg_t=4.0, now=4.0)
+    down = w.next_command(4.0)
+    assert (down.kind, down.serial, down.limit_pct) == ("limit", SERIAL, 25.0)
+    w.on_sent(down, 4.0, None, 4.0)
+    assert w.next_command(4.1) is None
+    w.on_limit_status({SERIAL: LimitStatus(25.0, 400, "Ok")}, 4.5)
+    start = w.next_command(4.5)
+    assert (start.kind, start.serial) == ("power_on", "b")

@@ -32,10 +32,14 @@ def floor_to(value: float, quantum: float) -> float:
 def spread(total_w: float, max_ws: Sequence[float], quantum_pct: float, min_pct: float,
            max_pct: float, active_min_pct: float = 0.0) -> list[float]:
     """The same percentage for the active inverters (equal share of their size, equal wear), floored to the
-    quantum, then single quanta to the first inverters (preference order) while the sum stays <= total_w.
+    quantum, then single quanta to the first inverters (preference order) while each brings the sum nearer to
+    total_w (the quantum's remainder is at least half its watts): the sum is total_w rounded to the nearest
+    quantum, not floored (flooring left the output short by up to a quantum per inverter, on every command).
     Only as many inverters (the first ones) are active as can each get at least active_min_pct (at least one);
     the others sit at min_pct (a low limit is inaccurate and inefficient, and may give 0 W).
-    Every result lies in [min_pct, max_pct]; the sum exceeds total_w only when total_w < sum of the minimums."""
+    Every result lies in [min_pct, max_pct]. The sum is within half of one inverter's quantum (quantum_pct x its
+    max_w / 100 / 2) of total_w, except below the sum of the minimums (then above) or beyond max_pct (then
+    below); it may exceed total_w by that half quantum, so a caller holding a cap applies `cap_cuts` after it."""
     n = len(max_ws)
     if n == 0:
         return []
@@ -58,7 +62,7 @@ def spread(total_w: float, max_ws: Sequence[float], quantum_pct: float, min_pct:
     if remaining_w > 0:
         for i, m in enumerate(max_ws):
             step_w = quantum_pct * m / 100.0
-            if out[i] + quantum_pct <= max_pct + _EPS and step_w <= remaining_w + _EPS:
+            if out[i] + quantum_pct <= max_pct + _EPS and step_w <= 2.0 * remaining_w + _EPS:
                 out[i] = round(out[i] + quantum_pct, 6)
                 remaining_w -= step_w
     return out

@@ -3,9 +3,13 @@
 `WriterMachine` is the decision logic with time passed in (unit-testable without HTTP): per inverter one command
 in flight, a newer setpoint replaces one not yet sent, a limit is sent only when it differs from the last
 acknowledged one (or that failed, or it is due for a refresh), `/api/limit/status` is followed until Ok / Failure /
-timeout and every outcome is published as `dtu.ack`. Restarts and DTU reboots are rate-limited; a setpoint
-watchdog sends every reachable inverter to its safe minimum when the controller falls silent. An inverter first
-seen gets the minimum limit at once (before any setpoint: it runs at its persistent limit until then).
+timeout and every outcome is published as `dtu.ack`. The cap on the wire: a raise goes only when the sum over the
+other inverters of the highest limit that may be in force (`_possible_pct`: acknowledged, or the DTU's read-back when
+that is unknown; in flight; failed or timed out, which the DTU may still re-send) leaves room for it under the
+setpoint's `cap_w`; else it waits for their reductions, or, when none is pending, is cut to the room left (logged
+once). Restarts and DTU reboots are rate-limited; a setpoint watchdog sends every reachable inverter to its safe
+minimum when the controller falls silent. An inverter first seen gets the minimum limit at once (before any
+setpoint: it runs at its persistent limit until then).
 
 Stopping (setpoint "on": false) is verified, never assumed: a stop round sends the minimum limit, then power off;
 the inverter is "stopping" (the controller counts it at its last limit) until a sample newer than the power-off ack
@@ -20,6 +24,7 @@ enable_switch_off = false is never sent power off.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -97,6 +102,8 @@ class _Slot:
     acked_pct: Optional[float] = None
     acked_t: Optional[float] = None
     failed: bool = False
+    failed_pct: Optional[float] = None   # the highest limit that failed or timed out since the last Ok: the DTU may
+                                         # still re-send and apply it (cleared by an acknowledged limit)
     retry_at: float = 0.0
     in_flight: Optional[_InFlight] = None
     restart_wanted: bool = False
@@ -114,6 +121,8 @@ class _Slot:
     start_sent: bool = False            # one power on for an inverter of unknown state that shows no output
     stop_alarmed: bool = False          # a stop_unconfirmed alarm is active for it
     rating_w: Optional[float] = None    # W at 100 %, as the controller counts it (from limit_w / limit_pct)
+    cut_logged: bool = False            # a raise cut to the room under the cap was logged (once until uncut)
+    readback_pct: Optional[float] = None   # the limit the DTU reported at its last poll (> 0 only: 0 = not known)
 
 
 def _worth_logging(count: int) -> bool:
@@ -233,6 +242,8 @@ class WriterMachine:
                 self._on_sample(serial, self.slots[serial], ac_w, sample_t, now if now is not None else sample_t)
         for serial, limit_pct in limits.items():
             slot = self.slots.get(serial)
+            if slot is not None and limit_pct is not None:
+                slot.readback_pct = limit_pct if limit_pct > 0 else None
             if slot is None or slot.in_flight or slot.acked_pct is None or limit_pct is None or poll_t is None:
                 continue
             if poll_t > (slot.acked_t or 0) + 1.0 and abs(limit_pct - slot.acked_pct) >= ACK_TOLERANCE_PCT:
@@ -364,57 +375,97 @@ class WriterMachine:
                 continue
             if unchanged and now - (slot.acked_t or 0) < self.params.limit_refresh_s:
                 if slot.desired_on is True and self._wants_start(slot):     # its limit first, then start it
+                    if not self._fits_under_cap(serial, slot, slot.acked_pct) \
+                            and any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
+                        continue              # a start adds its limit to the sum: it waits for the reductions too
                     slot.start_sent = slot.power_state == "unknown"
                     cmd = Command("power_on", serial, setpoint_seq=slot.desired_seq, reason=slot.desired_reason)
                     slot.in_flight = _InFlight(cmd, None)
                     return cmd
                 continue
-            if not unchanged and self._raises(slot) and not self._fits_under_cap(serial, slot) \
-                    and any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
-                continue      # a raise waits for the reductions of the same setpoint: the sum stays under the cap
+            pct = slot.desired_pct
             reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
-            cmd = Command("limit", serial, slot.desired_pct, slot.desired_seq, reason)
+            if not unchanged and self._raises(slot):
+                if not self._fits_under_cap(serial, slot, pct):
+                    if any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
+                        continue  # a raise waits for the reductions that make room for it: the sum stays under the cap
+                    room_pct = self._room_pct(serial, slot)
+                    if room_pct is not None:   # nothing pending will make room: only what fits under the cap
+                        if not slot.cut_logged:
+                            slot.cut_logged = True
+                            log.warning("inverter %s: raise to %.1f %% cut to %.1f %%: the limits that may be in "
+                                        "force on the other inverters leave no more under the cap of %.0f W",
+                                        serial, pct, room_pct, self.cap_w)
+                        if slot.acked_pct is not None and not slot.failed \
+                                and room_pct < slot.acked_pct + SEND_THRESHOLD_PCT:
+                            continue
+                        pct, reason = max(self.params.min_pct, room_pct), "raise cut to the room under the cap"
+                else:
+                    slot.cut_logged = False
+            cmd = Command("limit", serial, pct, slot.desired_seq, reason)
             slot.in_flight = _InFlight(cmd, None)
             return cmd
         return None
 
     def _raises(self, slot: _Slot) -> bool:
-        """Its wanted limit is above the one in force (or that one is unknown), and above the minimum."""
+        """Its wanted limit is above the highest that may be in force (`_possible_pct`; or nothing is known of
+        that), and above the minimum. Measured against the same figure as `_lowering`, so an inverter that holds
+        others' raises back is never held back itself (two of them could otherwise wait for each other)."""
+        possible = self._possible_pct(slot)
         return slot.desired_pct is not None and slot.desired_pct > self.params.min_pct \
-            and (slot.acked_pct is None or slot.desired_pct >= slot.acked_pct + SEND_THRESHOLD_PCT)
+            and (possible is None or slot.desired_pct >= possible + SEND_THRESHOLD_PCT)
 
-    def _fits_under_cap(self, serial: str, slot: _Slot) -> bool:
-        """With this raise, the limits that may be in force (the higher of the acknowledged and the in-flight limit
-        of each other inverter) stay within the setpoint's cap: then it need not wait. Anything unknown: it waits."""
-        if self.cap_w is None:
-            return False
-        total_w = 0.0
+    @staticmethod
+    def _possible_pct(slot: _Slot) -> Optional[float]:
+        """The highest limit that may be in force on this inverter now or soon: the acknowledged one (unknown after
+        a restart, a DTU reboot or a read-back that differed: then the one the DTU last reported), the one in
+        flight, and one that failed or timed out (the DTU may re-send and apply it). None: nothing known of the one
+        in force (first seen, nothing acknowledged and no read-back yet)."""
+        pct = slot.acked_pct if slot.acked_pct is not None else slot.readback_pct
+        if pct is None:
+            return None
+        flight = slot.in_flight
+        if flight is not None and flight.command.kind == "limit" and flight.command.limit_pct is not None:
+            pct = max(pct, flight.command.limit_pct)
+        if slot.failed_pct is not None:
+            pct = max(pct, slot.failed_pct)
+        return pct
+
+    def _room_pct(self, serial: str, slot: _Slot) -> Optional[float]:
+        """The highest limit this inverter may be sent with the sum of what may be in force on the others
+        (`_possible_pct`) staying within the setpoint's cap (+1 W for rounding), floored to 0.1 %. None: anything
+        unknown (no cap, a rating or a limit in force): then a raise waits only for known reductions."""
+        if self.cap_w is None or slot.rating_w is None:
+            return None
+        others_w = 0.0
         for other, o in self.slots.items():
-            if o.rating_w is None:
-                return False
             if other == serial:
-                pct = slot.desired_pct
-            else:
-                flying = o.in_flight.command.limit_pct \
-                    if o.in_flight is not None and o.in_flight.command.kind == "limit" else None
-                known = [x for x in (o.acked_pct, flying) if x is not None]
-                if not known:
-                    return False
-                pct = max(known)
-            total_w += pct * o.rating_w / 100.0
-        return total_w <= self.cap_w + 1.0
+                continue
+            pct = self._possible_pct(o)
+            if o.rating_w is None or pct is None:
+                return None
+            others_w += pct * o.rating_w / 100.0
+        room_pct = (self.cap_w + 1.0 - others_w) * 100.0 / slot.rating_w
+        return min(100.0, max(0.0, math.floor(room_pct * 10.0 + 1e-6) / 10.0))
+
+    def _fits_under_cap(self, serial: str, slot: _Slot, pct: float) -> bool:
+        """`pct` on this inverter keeps the sum of what may be in force within the cap (False when unknown)."""
+        room_pct = self._room_pct(serial, slot)
+        return room_pct is not None and pct <= room_pct
 
     def _lowering(self, serial: str, slot: _Slot) -> bool:
-        """A known reduction of this inverter is wanted or on its way and not yet acknowledged. The controller
-        keeps the sum of its setpoints under the cap, but the limits on the wire change one inverter at a time: a
-        raise sent before another inverter's reduction took effect would put the sum above the cap for the ack's
-        latency. An inverter we cannot command (unreachable, commands disabled) holds nothing up."""
-        if slot.acked_pct is None or slot.desired_pct is None or serial not in self.reachable \
+        """A reduction of this inverter below what may be in force (`_possible_pct`) is wanted or on its way and
+        not yet acknowledged. The controller keeps the sum of its setpoints under the cap, but the limits on the
+        wire change one inverter at a time: a raise sent before another inverter's reduction took effect (or while
+        its failed higher limit may still be re-sent) would put the sum above the cap for the ack's latency. An
+        inverter we cannot command (unreachable, commands disabled) holds nothing up."""
+        possible = self._possible_pct(slot)
+        if possible is None or slot.desired_pct is None or serial not in self.reachable \
                 or self.commands_disabled(serial):
             return False
         flying = slot.in_flight is not None and slot.in_flight.command.kind == "limit" \
-            and slot.in_flight.command.limit_pct is not None and slot.in_flight.command.limit_pct < slot.acked_pct
-        return flying or slot.desired_pct <= slot.acked_pct - SEND_THRESHOLD_PCT
+            and slot.in_flight.command.limit_pct is not None and slot.in_flight.command.limit_pct < possible
+        return flying or slot.desired_pct <= possible - SEND_THRESHOLD_PCT
 
     def _stop_round(self, serial: str, slot: _Slot, at_min: bool, now: float) -> Optional[Command]:
         """The next command of a stop: the minimum limit (unless in force), then power off; None: nothing now.
@@ -457,6 +508,8 @@ class WriterMachine:
             slot.failed = True
             slot.retry_at = now + (RETRY_AFTER_AUTH_S if isinstance(error, DtuAuthError) else RETRY_AFTER_FAILURE_S)
             if cmd.kind == "limit":
+                if not isinstance(error, (DtuRejected, DtuAuthError)):   # the POST may have reached the DTU
+                    slot.failed_pct = max(slot.failed_pct or 0.0, cmd.limit_pct)
                 slot.fail_count += 1
                 if _worth_logging(slot.fail_count):
                     log.warning("inverter %s: limit %.1f %% not applied (%s: %s; %d in a row)", cmd.serial,
@@ -524,13 +577,14 @@ class WriterMachine:
             now = min(now, max(flight.sent_t, applied_t))
         if cmd.kind == "limit":
             if outcome == "ok":
-                slot.acked_pct, slot.acked_t, slot.failed = cmd.limit_pct, now, False
+                slot.acked_pct, slot.acked_t, slot.failed, slot.failed_pct = cmd.limit_pct, now, False, None
                 if slot.fail_count:
                     log.info("inverter %s: limit %.1f %% applied after %d failure(s)", serial, cmd.limit_pct,
                              slot.fail_count)
                 slot.fail_count = 0
-            else:
+            else:                           # failure or timeout: the DTU may still re-send and apply it
                 slot.failed = True
+                slot.failed_pct = max(slot.failed_pct or 0.0, cmd.limit_pct)
                 slot.retry_at = now + RETRY_AFTER_FAILURE_S
                 slot.fail_count += 1
                 if _worth_logging(slot.fail_count):
