@@ -13,8 +13,9 @@ What differs from `bench.loop.ClosedLoop` (OpenDTU):
   client derives from the flag and the read-back, with the client's own timeout and resend;
 * every time is the simulated clock (`SimClock`): the client's deadlines, the DTU clock estimate, the writer's
   0.5 s status polls all run on it.
-Counted at the device edge (the transport): every limit POST (client resends included) and the sum of the limits
-in force after it, against the site's feed-in cap.
+Counted at the device edge (the transport): every limit POST (client resends included), and after each accepted
+command the highest limits that may be on the wire (in force, in the air, queued in AhoyDTU) summed over the
+inverters that may run, against the site's feed-in cap (as bench.loop counts it for OpenDTU).
 
 `python -m bench.control_quality --dtu ahoy --refresh 15`, `python -m bench.sweep --dtu opendtu ahoy --refresh 15 5`.
 """
@@ -68,8 +69,7 @@ class AhoyWriter:
         self.refreshes = 0
         self.above_cap = 0
         self.max_commanded_w = 0.0
-        self.wire_w: dict = {}                 # serial -> last limit posted (W)
-        self.off: set = set()
+        self.wire_w: dict = {}                 # serial -> last limit posted (W), to count refreshes
         self.power_states: dict = {}
 
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -113,7 +113,8 @@ class AhoyWriter:
         return self.loop.take_outbox()
 
     def count_post(self, body: dict, serial: Optional[str]) -> None:
-        """A POST /api/ctrl the DTU accepted: limits in force (not off) summed against the cap."""
+        """After a POST /api/ctrl the DTU accepted: refreshes counted by the watts posted; the cap checked as
+        bench.loop's SimWriter checks it (`possible_w`)."""
         cmd = body.get("cmd")
         if serial is None or not isinstance(cmd, str):
             return
@@ -123,14 +124,26 @@ class AhoyWriter:
             if self.wire_w.get(serial) == watts:
                 self.refreshes += 1
             self.wire_w[serial] = watts
-        elif cmd == "power":
-            (self.off.discard if body.get("val") == 1 else self.off.add)(serial)
-        else:
+        elif cmd not in ("power", "restart"):
             return
-        total = sum(w for s, w in self.wire_w.items() if s not in self.off)
+        total = self.possible_w()
         self.max_commanded_w = max(self.max_commanded_w, total)
         if total > self.loop.plant.site.max_feed_in_w + 1.0:
             self.above_cap += 1
+
+    def possible_w(self) -> float:
+        """Sum over the inverters that run or may start (not switched off, or a power on / restart waiting in
+        AhoyDTU) of the highest of: the limit in force (acknowledged by the inverter) and the limits in the air or
+        queued in AhoyDTU. At the inverters' real ratings."""
+        total = 0.0
+        for slot in self.loop.dtu.slots.values():
+            inv = slot.radio.inv
+            pending = [c for c in (slot.active, slot.queued) if c is not None]
+            if not inv.enabled and not any(c.kind in ("on", "restart") for c in pending):
+                continue
+            pcts = [inv.limit_pct] + [c.value[0] for c in pending if c.kind == "limit"]
+            total += min(100.0, max(pcts)) * inv.max_power_w / 100.0
+        return total
 
 
 class AhoyLoop(ClosedLoop):

@@ -140,16 +140,23 @@ def test_no_ahoy_command_above_the_cap_when_the_load_wants_far_more():
         assert float(np.max(res.output_w)) <= cap_w + 1.0
 
 
-def test_the_cap_count_sees_a_sum_of_posted_limits_above_the_cap():
-    """The count the previous test relies on, at the transport: two limits whose sum exceeds the cap."""
+def test_the_cap_count_sees_limits_on_the_wire_above_the_cap():
+    """The count the previous test relies on, through the transport: two limits in force summing to the cap, then
+    a raise still in the air on one of them is above it; a power off not yet done leaves it above."""
     plant = load_plant(None)
-    loop = AhoyLoop(Trace([100.0] * 5), plant, make_policy("project"))
-    a, b = (inv.serial for inv in loop.inverters[:2])
+    loop = AhoyLoop(Trace([100.0] * 30), plant, make_policy("project"))
+    for _ in range(12):                                  # AhoyDTU's first poll (2 s): commands are accepted
+        loop.sim.step(0.25)
     half = plant.site.max_feed_in_w / 2.0
-    loop.writer.count_post({"id": 0, "cmd": "limit_nonpersistent_absolute", "val": half}, a)
-    loop.writer.count_post({"id": 1, "cmd": "limit_nonpersistent_absolute", "val": half}, b)
+    for position in (0, 1):
+        status, doc = loop._request("POST", "/api/ctrl", {"id": position, "cmd": "limit_nonpersistent_absolute",
+                                                           "val": half})
+        assert status == 200 and doc["success"] is True
+    for _ in range(8):                                   # both acknowledged: in force
+        loop.sim.step(0.25)
     assert loop.writer.above_cap == 0
-    loop.writer.count_post({"id": 1, "cmd": "limit_nonpersistent_absolute", "val": half + 10.0}, b)
+    loop._request("POST", "/api/ctrl", {"id": 1, "cmd": "limit_nonpersistent_absolute", "val": half + 10.0})
     assert loop.writer.above_cap == 1
-    loop.writer.count_post({"id": 1, "cmd": "power", "val": 0}, b)
-    assert loop.writer.above_cap == 1 and loop.writer.max_commanded_w == pytest.approx(2 * half + 10.0)
+    loop._request("POST", "/api/ctrl", {"id": 1, "cmd": "power", "val": 0})
+    assert loop.writer.above_cap == 2 and loop.writer.max_commanded_w == pytest.approx(2 * half + 10.0, abs=1.0)
+    assert loop.writer.commands == 3
