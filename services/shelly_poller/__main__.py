@@ -6,7 +6,7 @@ and Pro 3EM (`EM`, three phases summed) with `GET /rpc/...` and Digest SHA-256 (
 goes out at once on meter.grid / meter.balcony: `power_w` signed as the device measures it (grid: positive =
 import), per-phase values and kWh counters, `sample_t_mono` = when the HTTP answer arrived. A reading identical
 to the previous one is not published again; identical for max(5 s, 2.5 poll intervals) = status `stale`.
-meter.status goes out after each poll and at least every 5 s. Errors are retried at the poll interval for the
+meter.status goes out when what it says changes and at least every 5 s (common/cadence.py). Errors are retried at the poll interval for the
 grid meter (at most 5 s apart), with a doubling back-off up to 30 s for the balcony meter.
 
 Relay ([relay], optional): one GET of keepalive_url / switchoff_url per `ctrl.relay` command, never on its own,
@@ -17,8 +17,8 @@ logs), else those of the grid or balcony meter whose host:port equals the URL's,
 Basic only to a device pinned to Gen1 (configured, or detected once), never to a Gen2 device (Digest only).
 
 Threads: `meter-grid`, `meter-balcony` (if configured) and `relay` (if [relay] is configured) do the HTTP work;
-the main thread owns the ZeroMQ publisher and publishes what they hand over, and repeats each meter's status
-at least every 5 s. If a worker thread dies (a bug), the process exits 1 so that supervisord restarts it.
+the main thread owns the ZeroMQ publisher and publishes what they hand over (a meter's status only when it
+changed), and repeats each meter's status at least every 5 s. If a worker thread dies (a bug), the process exits 1 so that supervisord restarts it.
 """
 from __future__ import annotations
 
@@ -27,10 +27,18 @@ import threading
 
 from common import messages as m
 from common.bus import Publisher
+from common.cadence import StatusGate
 from common.clock import SYSTEM_CLOCK
 from common.config import Config
 from common.service import run_service
 from services.shelly_poller.poller import STATUS_EVERY_S, MeterPoller, Outbox, RelayWorker
+
+DEAD_WORKER_CHECK_S = 5.0     # a worker thread that died (a bug) is noticed within this
+
+
+def status_gates() -> dict:
+    """role -> StatusGate: last_ok_t_mono moves with every sample and is no news (meter.grid carries it)."""
+    return {role: StatusGate(STATUS_EVERY_S, volatile=("last_ok_t_mono",)) for role in ("grid", "balcony")}
 
 
 def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
@@ -52,29 +60,29 @@ def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
         workers.append(relay.thread)
     else:
         log.info("no [relay] section: no life signal")
-    last_status_t = {p.role: clock.monotonic() for p in pollers}
+    gates = status_gates()
     for thread in workers:
         thread.start()
     dropped_seen = 0
     try:
         while True:
             now = clock.monotonic()
-            # wake for the next status message, and at least every second to notice a dead worker
-            status_in_s = min((STATUS_EVERY_S - (now - t) for t in last_status_t.values()), default=1.0)
-            item = outbox.get(min(1.0, max(0.01, status_in_s)))
+            # wake for the next status heartbeat, and every DEAD_WORKER_CHECK_S to notice a dead worker
+            status_in_s = min((gates[p.role].next_t() - now for p in pollers), default=DEAD_WORKER_CHECK_S)
+            item = outbox.get(min(DEAD_WORKER_CHECK_S, max(0.01, status_in_s)))
             now = clock.monotonic()
             if item is not None:
                 topic, body = item
-                try:
-                    publisher.publish(topic, body)
-                except m.SchemaError as exc:          # our bug: say so, keep running
-                    log.error("not published: %s", exc)
-                if topic == m.METER_STATUS:
-                    last_status_t[body["role"]] = now
+                if topic != m.METER_STATUS or gates[body["role"]].offer(body, now):
+                    try:
+                        publisher.publish(topic, body)
+                    except m.SchemaError as exc:          # our bug: say so, keep running
+                        log.error("not published: %s", exc)
             for poller in pollers:
-                if now - last_status_t[poller.role] >= STATUS_EVERY_S:
-                    publisher.publish(m.METER_STATUS, poller.status_body(now))
-                    last_status_t[poller.role] = now
+                if gates[poller.role].heartbeat_due(now):
+                    body = poller.status_body(now)
+                    publisher.publish(m.METER_STATUS, body)
+                    gates[poller.role].sent(body, now)
             if outbox.dropped != dropped_seen:
                 log.warning("outbox full: %d messages dropped", outbox.dropped - dropped_seen)
                 dropped_seen = outbox.dropped
