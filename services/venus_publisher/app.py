@@ -1,6 +1,7 @@
 """The imperative shell of venus_publisher: GLib main loop, ZeroMQ watch, D-Bus services, battery monitor.
 
-Only this module (and common.vedbus) imports dbus and gi; it is imported only by `python -m services.venus_publisher`.
+Only this module (and common.vedbus) imports dbus; GLib's main loop is reached through glib.py (ctypes), not gi. It is
+imported only by `python -m services.venus_publisher`.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import os
 import signal
 from typing import Any, Callable, Optional
 
-from gi.repository import GLib
-
 from common import messages as m
 from common import vedbus
 from common.bus import Publisher, Subscriber
@@ -22,6 +21,7 @@ from common.service import StepGuard, TooManyFailures
 from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
+from . import glib as GLib        # not gi.repository.GLib: see glib.py (about 5 MiB less memory)
 from .battery import BatteryMonitor
 from .model import (ALARM_PATHS, CAP_BY_TEXT, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
