@@ -39,8 +39,10 @@ CONNECTION = "TCP/IP (HTTP)"
 # 1.2 messages a second that Inputs.on_message ignores) are neither sent here nor decoded and checked.
 TOPICS = (m.DTU_INVERTER, m.DTU_STATUS, m.DTU_ALARM, m.METER_GRID, m.METER_BALCONY, m.METER_STATUS, m.RELAY_STATE,
           m.CTRL_STATUS, m.CTRL_SETTINGS)
-REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
-                                   # one D-Bus refresh per burst, not one per message
+# The redraw after a message runs once the queue is drained, in the same pass of the main loop (no timer wait of
+# its own: a wait of 40 ms for the rest of a burst cost a second wake-up per message, and the controller's
+# ctrl.status no longer follows every meter sample). Messages queued together still make one redraw.
+REFRESH_COALESCE_MS = 0
 # No periodic tick: a one-shot timer wakes for the next thing due without a message (a value turning stale, the
 # venus.battery heartbeat, a retry), at the latest after MAX_TICK_S. On a GX every wake-up of a Python process
 # costs far more than the redraw it does.
@@ -559,9 +561,8 @@ class VenusPublisher:
         self._drain()
         if self._refresh_source is None:
             return True
-        # A refresh is due within REFRESH_COALESCE_MS: the rest of the burst (the meter's status, the controller's
-        # answer, the other inverters) waits in the queue and is drained just before it, instead of waking us once
-        # per message. Removing the watch (False) pauses it; _on_refresh_timer watches again.
+        # A refresh is due (after REFRESH_COALESCE_MS): what comes meanwhile waits in the queue and is drained just
+        # before it. Removing the watch (False) pauses it; _on_refresh_timer watches again.
         self._zmq_watch = None
         return False
 
