@@ -728,6 +728,11 @@ class VenusPublisher:
 
 def main(cfg, log_: logging.Logger) -> int:
     import dbus
+    from common.cadence import STATUS_HEARTBEAT_S
+    if cfg.venus.status_stale_s < 2 * STATUS_HEARTBEAT_S:
+        log.warning("[venus] status_stale_s = %g s: the statuses come only every %g s when nothing changes, so the "
+                    "sources will show stale now and then; use %g s or more", cfg.venus.status_stale_s,
+                    STATUS_HEARTBEAT_S, 2 * STATUS_HEARTBEAT_S)
     app = VenusPublisher(cfg)
     try:
         return app.run()
