@@ -60,6 +60,7 @@ DCLOADS, DCSYSTEM, ACLOAD = "dcloads", "dcsystem", "acload"
 ALL_PARTS = frozenset((DCLOADS, DCSYSTEM, ACLOAD))
 _PARTS_BY_TOPIC_PREFIX = (("dtu.", ALL_PARTS), (m.RELAY_STATE, frozenset((DCSYSTEM, ACLOAD))))
 BATTERY_PARTS = frozenset((DCSYSTEM, ACLOAD))
+BATTERY_STATE_FIELDS = ("present", "service", "detail")     # venus.battery fields the acload's alarms depend on
 
 
 def parts_for(topic: str) -> frozenset:
@@ -653,7 +654,10 @@ class VenusPublisher:
         if last is None or {k: v for k, v in body.items() if k != "age_s"} != \
                 {k: v for k, v in last.items() if k != "age_s"}:
             self._publish_battery(now, body)
-            self.refresh(now, BATTERY_PARTS)
+            # the acload (alarms, notifications) depends only on whether the battery is there and why not; its
+            # measured values (every second) show on the dcsystem alone
+            state_changed = last is None or any(body.get(k) != last.get(k) for k in BATTERY_STATE_FIELDS)
+            self.refresh(now, BATTERY_PARTS if state_changed else frozenset((DCSYSTEM,)))
         return False
 
     def _publish_battery(self, now: float, body: Optional[dict] = None) -> None:
