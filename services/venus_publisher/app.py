@@ -21,7 +21,10 @@ from common.service import StepGuard, TooManyFailures
 from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
-from . import glib as GLib        # not gi.repository.GLib: see glib.py (about 5 MiB less memory)
+try:
+    from . import glib as GLib    # not gi.repository.GLib: see glib.py (about 5 MiB less memory)
+except (ImportError, OSError):    # a Python without ctypes, or no libglib-2.0.so.0 under that name: PyGObject
+    from gi.repository import GLib
 from .battery import BatteryMonitor
 from .model import (ALARM_PATHS, CAP_BY_TEXT, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
