@@ -575,6 +575,7 @@ def _feed_in_min_soc(state: State) -> int:
 # ------------------------------------------------------------------ the step
 
 REPEAT_SLACK_S = 0.1      # a ctrl.setpoint repeat goes out up to this much before or after its due time
+HEARTBEAT_SLACK_S = 1.0   # ctrl.status and ctrl.settings heartbeats wait up to this for a step that runs anyway
 
 
 def step(state: State, events, now: float, params: Params):
@@ -691,8 +692,10 @@ def next_wake_t(state: State, params: Params, now: float) -> float:
     p = params
     if state.start_t is None:
         return now
+    # the heartbeats (every 5 s) go out with the first step at or after their time; a wake-up of their own only
+    # when no message came for HEARTBEAT_SLACK_S (the meter's samples come every second)
     deadlines = [state.next_relay_t, state.next_negative_tick_t, state.next_setpoint_t + REPEAT_SLACK_S,
-                 state.next_status_t, state.next_settings_t]
+                 state.next_status_t + HEARTBEAT_SLACK_S, state.next_settings_t + HEARTBEAT_SLACK_S]
     if state.relay_wanted is False:
         deadlines.append(state.next_relay_retry_t)
     if p.law == "seed":

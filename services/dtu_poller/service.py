@@ -181,7 +181,8 @@ class PollLoop:
                 topic, body = self.reader.status(now)
                 self.publish(topic, body)
                 self.status_gate.sent(body, now)
-            wait_s = min(next_poll_t - now, self.status_gate.next_t() - now)
+            # a heartbeat rides on the next poll's status when that comes within a poll interval
+            wait_s = min(next_poll_t, self.status_gate.next_t() + self.poll_interval_s) - now
             self.stop_event.wait(max(0.01, wait_s))
 
 

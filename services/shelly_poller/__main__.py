@@ -35,6 +35,7 @@ from common.service import run_service
 from services.shelly_poller.poller import STATUS_EVERY_S, MeterPoller, RelayWorker
 
 DEAD_WORKER_CHECK_S = 5.0     # a worker thread that died (a bug) is noticed within this
+HEARTBEAT_SLACK_S = 2.0       # a status heartbeat waits this long for the meter's own status after its next poll
 
 
 def status_gates() -> dict:
@@ -61,13 +62,14 @@ class Emitter:
             except m.SchemaError as exc:          # our bug: say so, keep running
                 self.log.error("not published: %s", exc)
 
-    def heartbeats(self, pollers) -> float:
-        """Each meter's status when its heartbeat is due; returns the time of the next one."""
+    def heartbeats(self, pollers, slack_s: float = 0.0) -> float:
+        """Each meter's status whose heartbeat is `slack_s` overdue (a poll's own status carries it when it comes
+        in time: the gate lets a due one through); returns the time the next one is due."""
         with self.lock:
             now = self.clock.monotonic()
             for poller in pollers:
                 gate = self.gates[poller.role]
-                if gate.heartbeat_due(now):
+                if gate.heartbeat_due(now - slack_s):
                     body = poller.status_body(now)
                     self.publisher.publish(m.METER_STATUS, body)
                     gate.sent(body, now)
@@ -99,8 +101,8 @@ def main(cfg: Config, log: logging.Logger, clock=SYSTEM_CLOCK) -> int:
     try:
         while True:
             # wake for the next status heartbeat, and every DEAD_WORKER_CHECK_S to notice a dead worker
-            next_t = emitter.heartbeats(pollers)
-            stop.wait(min(DEAD_WORKER_CHECK_S, max(0.01, next_t - clock.monotonic())))
+            next_t = emitter.heartbeats(pollers, HEARTBEAT_SLACK_S)
+            stop.wait(min(DEAD_WORKER_CHECK_S, max(0.01, next_t + HEARTBEAT_SLACK_S - clock.monotonic())))
             dead = [t.name for t in workers if not t.is_alive()]
             if dead:
                 log.error("worker thread(s) ended: %s; exiting for a restart", ", ".join(dead))
