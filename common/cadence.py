@@ -4,7 +4,8 @@ A status that is repeated unchanged after every poll wakes every subscriber for 
 Python process costs far more than the work it does. `StatusGate` lets a status body out when what it says
 changed (fields that only tell *when*, e.g. `last_ok_t_mono`, are left out of the comparison) or when
 `heartbeat_s` passed since the last one went out; so a subscriber still sees a live source at least every
-`heartbeat_s` and its staleness limit must stay above that (they are 15 s and more).
+`heartbeat_s` (plus the slack a sender allows a heartbeat to ride on work it does anyway: 1-2 s) and its
+staleness limit must stay above that (they are 15 s and more).
 """
 from __future__ import annotations
 

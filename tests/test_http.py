@@ -270,7 +270,8 @@ def test_https_verifies_the_certificate_and_reads_the_answer(tmp_path, monkeypat
 
 
 def test_the_device_clients_load_no_ssl():
-    out = subprocess.run([sys.executable, "-c", "import sys, services.dtu_poller.client, services.shelly_poller.client,"
-                          " services.shelly_poller.relay; print(sorted(m for m in ('ssl', '_ssl') if m in sys.modules))"],
-                         capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = ("import sys, services.dtu_poller.client, services.shelly_poller.client, services.shelly_poller.relay; "
+            "print(sorted(m for m in ('ssl', '_ssl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "[]", out.stderr

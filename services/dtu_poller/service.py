@@ -34,6 +34,7 @@ RATING_REFRESH_S = 600.0   # /api/limit/status is read for max_power only until 
 SAMPLE_MARGIN_S = 1.0      # a DTU with a fixed refresh (AhoyDTU): poll this long after the next sample is due
 OVERDUE_POLL_S = 1.0       # ... and again this soon while it is late
 THREAD_CHECK_S = 5.0       # the main thread notices a dead or stuck thread within this (stuck: 30 s and more)
+HEARTBEAT_SLACK_S = 2.0    # a dtu.status heartbeat waits at most this long for the next poll's status
 
 
 def backoff_s(poll_interval_s: float, error_count: int, error: Optional[DtuError] = None) -> float:
@@ -181,8 +182,8 @@ class PollLoop:
                 topic, body = self.reader.status(now)
                 self.publish(topic, body)
                 self.status_gate.sent(body, now)
-            # a heartbeat rides on the next poll's status when that comes within a poll interval
-            wait_s = min(next_poll_t, self.status_gate.next_t() + self.poll_interval_s) - now
+            # a heartbeat rides on the next poll's status when that comes within HEARTBEAT_SLACK_S
+            wait_s = min(next_poll_t, self.status_gate.next_t() + min(self.poll_interval_s, HEARTBEAT_SLACK_S)) - now
             self.stop_event.wait(max(0.01, wait_s))
 
 

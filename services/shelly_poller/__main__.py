@@ -6,8 +6,8 @@ and Pro 3EM (`EM`, three phases summed) with `GET /rpc/...` and Digest SHA-256 (
 goes out at once on meter.grid / meter.balcony: `power_w` signed as the device measures it (grid: positive =
 import), per-phase values and kWh counters, `sample_t_mono` = when the HTTP answer arrived. A reading identical
 to the previous one is not published again; identical for max(5 s, 2.5 poll intervals) = status `stale`.
-meter.status goes out when what it says changes and at least every 5 s (common/cadence.py). Errors are retried at the poll interval for the
-grid meter (at most 5 s apart), with a doubling back-off up to 30 s for the balcony meter.
+meter.status goes out when what it says changes, else every 5-7 s (common/cadence.py). Errors are retried at the
+poll interval for the grid meter (at most 5 s apart), with a doubling back-off up to 30 s for the balcony meter.
 
 Relay ([relay], optional): one GET of keepalive_url / switchoff_url per `ctrl.relay` command, never on its own,
 so the relay's flip-back timer opens it when the controller stops. The answer is verified (Gen1 `ison` and a
