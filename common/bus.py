@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import stat
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -189,6 +190,22 @@ class Publisher:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+class LockedPublisher:
+    """A Publisher that several threads of one process share (a ZeroMQ socket is not thread-safe)."""
+
+    def __init__(self, publisher: Publisher):
+        self.publisher = publisher
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, body: dict) -> int:
+        with self.lock:
+            return self.publisher.publish(topic, body)
+
+    def close(self) -> None:
+        with self.lock:
+            self.publisher.close()
 
 
 class BusStats:

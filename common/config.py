@@ -253,7 +253,8 @@ SCHEMA: dict[str, Section] = {
                               doc="digitalinput service whose /Alarm and /CustomName show the standing alarm"),
         "battery_service": Key(_str, "", doc="D-Bus name of the battery to use when several exist"),
         "status_stale_s": Key(_float, 15.0, min=2, max=600,
-                              doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale"),
+                              doc="s without dtu.status / meter.status / ctrl.status before D-Bus shows the source stale "
+                                  "(unchanged ones are repeated every 5-7 s: keep it >= 10)"),
     }, doc="Venus OS D-Bus services"),
     "inverter": Section({
         "max_power_w": Key(_int, 0, min=0, max=3000,

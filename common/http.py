@@ -18,11 +18,11 @@ anything else escaping a client is a bug.
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import math
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -30,6 +30,18 @@ from urllib.parse import unquote, urlsplit
 
 from common.clock import SYSTEM_CLOCK
 from common.logsetup import redact_url
+
+# http.client imports ssl at once for its HTTPSConnection; ssl (with OpenSSL's start-up) costs about 1.5 MiB of memory
+# in each of the two polling processes, and the devices speak plain HTTP. So http.client is loaded without it, and
+# ssl only when an https:// URL is used (_TlsConnection below).
+if "ssl" in sys.modules:
+    import http.client
+else:
+    sys.modules["ssl"] = None          # makes http.client's `import ssl` fail: it then leaves out HTTPSConnection
+    try:
+        import http.client
+    finally:
+        del sys.modules["ssl"]
 
 USER_AGENT = "dbus-opendtu"
 
@@ -152,8 +164,21 @@ class _DeadlineReader(io.RawIOBase):
             self._sock.reader_closed()
 
 
+class _TlsConnection(http.client.HTTPConnection):
+    """What http.client.HTTPSConnection does for us (certificate and host name verified, HTTP/1.1 offered by
+    ALPN), with ssl imported on first use."""
+    default_port = 443
+
+    def connect(self):
+        import ssl
+        super().connect()
+        context = ssl.create_default_context()
+        context.set_alpn_protocols(["http/1.1"])
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+
+
 def _connection_class(https: bool):
-    base = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    base = _TlsConnection if https else http.client.HTTPConnection
 
     class DeadlineConnection(base):
         deadline = 0.0

@@ -87,18 +87,18 @@ def validate(schema: dict, body: Any, where: str = "body") -> dict:
 # ---------------------------------------------------------------- topics
 # dtu_poller
 DTU_INVERTER = "dtu.inverter"        # one per inverter per fresh sample
-DTU_STATUS = "dtu.status"            # DTU health, inverter inventory; each poll and at least every 5 s
+DTU_STATUS = "dtu.status"            # DTU health, inverter inventory; on change and at least every 5 s
 DTU_ACK = "dtu.ack"                  # outcome of every command the writer sent (or refused)
 DTU_ALARM = "dtu.alarm"              # writer alarms (setpoint watchdog)
 # shelly_poller (meter.grid and meter.status also venus_publisher, with [grid_meter] source = dbus)
 METER_GRID = "meter.grid"            # each fresh grid sample
 METER_BALCONY = "meter.balcony"      # each fresh balcony sample
-METER_STATUS = "meter.status"        # per meter: ok or error kind; each poll and at least every 5 s
+METER_STATUS = "meter.status"        # per meter: ok or error kind; on change and at least every 5 s
 RELAY_STATE = "relay.state"          # result of each relay command
 # controller
 CTRL_SETPOINT = "ctrl.setpoint"      # desired state of every inverter, full, each cycle (>= 1 per 2 s)
 CTRL_RELAY = "ctrl.relay"            # life-signal decision: keep alive or switch off
-CTRL_STATUS = "ctrl.status"          # what the controller does and why, each cycle
+CTRL_STATUS = "ctrl.status"          # what the controller does and why, on a decision/change, at least every 5 s
 CTRL_SETTINGS = "ctrl.settings"      # user settings in force (answers venus.setting; also every 5 s)
 # venus_publisher
 VENUS_BATTERY = "venus.battery"      # battery state from D-Bus, on change and at least every 2 s

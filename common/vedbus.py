@@ -15,7 +15,8 @@ to the path's `valuetype`, 2 rejected by the path's `on_change(path, value)` val
     svc.add_path("/CustomName", "Inverter 1", writeable=True)
     svc.register()                              # claims the name (do_not_queue) after the paths exist
     svc["/Dc/0/Power"] = 123.0                  # PropertiesChanged on the item + ItemsChanged on /
-    with svc:                                   # batch: one ItemsChanged for all changes at the end
+    with svc:                                   # batch: one ItemsChanged for all changes at the end, and no
+                                                # PropertiesChanged (as velib's `with service as s:`)
         ...
     svc.close()                                 # releases the name and the connection
 
@@ -380,12 +381,14 @@ class VeDbusService:
         if self._closed:
             return
         props = _props(self._values[path], self.get_text(path))
+        if self._batch_depth:
+            # as velib's `with service as s:` (ServiceContext): changes in a batch go out only in its one
+            # ItemsChanged, no PropertiesChanged per item (one D-Bus signal per redraw, not one per value)
+            self._batch[path] = props
+            return
         if self._properties_changed:
             self._items[path].PropertiesChanged(props)
-        if self._batch_depth:
-            self._batch[path] = props
-        else:
-            self._root.ItemsChanged(dbus.Dictionary({path: props}, signature=dbus.Signature("sa{sv}")))
+        self._root.ItemsChanged(dbus.Dictionary({path: props}, signature=dbus.Signature("sa{sv}")))
 
     def _set_from_dbus(self, path: str, raw: Any) -> int:
         meta = self._meta[path]

@@ -437,7 +437,8 @@ def test_settings_applied_confirmed_and_repeated():
     body = got[m.CTRL_SETTINGS][-1]
     assert body["max_feed_in"] == 600 and body["zero_point"] == 25 and body["soc_floating_max"] == 90
     assert body["answers"] == ["r1", "r2", "r3"] and body["feed_in_min_soc"] == 18
-    assert any("rejected" in r for r in d.step([], dt=1.0).get(m.CTRL_STATUS, [{}])[0].get("reasons", []))
+    # ctrl.status goes out with the answer (a settings change is news), not only with its 5 s heartbeat
+    assert any("rejected" in r for r in got.get(m.CTRL_STATUS, [{}])[0].get("reasons", []))
     times = []
     for k in range(100):
         if d.step([], dt=0.25).get(m.CTRL_SETTINGS):
@@ -758,7 +759,8 @@ def test_life_signal_off_means_minimum_limits_and_it_comes_back_as_soon_as_condi
         d.step([grid(300, d.now), battery()], dt=1.0)            # a window without DTU data
     assert d.last(m.CTRL_RELAY)["on"] is False
     assert d.limits()["A"] == P.min_percent
-    assert any("life signal off" in r for r in d.step([], dt=1.0)[m.CTRL_STATUS][0]["reasons"])
+    # the decision goes out on ctrl.status at once (a decision is news; the status heartbeat is 5 s)
+    assert any("life signal off" in r for s in d.out[m.CTRL_STATUS] for r in s["reasons"])
     for k in range(3):                                          # DTU data again: back on within a loop or two
         t = d.now
         d.step([grid(300, t), battery(), inverter("A", t - 0.2, 1.0)], dt=1.0)
@@ -855,7 +857,8 @@ def test_project_keeps_the_command_spacing_per_inverter():
     first = d.inv("A").cmd_pct
     d.step([grid(-200, t + 1.0)], dt=0.9)                 # export, but A was commanded 0.9 s ago
     assert d.inv("A").cmd_pct == first
-    assert "command spacing of A" in d.step([], dt=0.5)[m.CTRL_STATUS][-1]["reasons"][0]
+    d.step([], dt=0.5)
+    assert "command spacing of A" in d.state.project.wait       # ctrl.status's first reason says it
     d.step([grid(-200, t + 2.2)], dt=0.7)                 # 2.1 s after: the reduction goes out
     assert d.inv("A").cmd_pct < first
     assert d.last(m.CTRL_SETPOINT)["grid_sample_t_mono"] == t + 2.2

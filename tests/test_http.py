@@ -1,7 +1,11 @@
 """common.http: the total deadline per request (enforced at the socket), the bounded body, the error tree and its
 kind strings, strict JSON; over real sockets on 127.0.0.1."""
 import base64
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -217,3 +221,57 @@ def test_basic_auth_and_retry_after():
     assert [http.retry_after_s({"Retry-After": v}) for v in ("60", "nan", "-1", "1e9", "x")] == [60, None, None,
                                                                                                 None, None]
     assert http.retry_after_s({}) is None
+
+
+def _tls_server(tmp_path, body: bytes):
+    """A one-answer HTTPS server on localhost with a self-signed certificate (made by the openssl tool)."""
+    import ssl
+    import subprocess
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += tls.recv(4096)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        except (OSError, ssl.SSLError):
+            pass                   # a client that refused our certificate
+        finally:
+            listener.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], cert, thread
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl tool")
+def test_https_verifies_the_certificate_and_reads_the_answer(tmp_path, monkeypatch):
+    # ssl is loaded only for https (see common/http.py); the certificate is checked as http.client's HTTPSConnection
+    port, cert, thread = _tls_server(tmp_path, b'{"ok": true}')
+    with pytest.raises(HttpConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        Transport(f"https://localhost:{port}", 5.0, 1000).request("GET", "/x")
+    thread.join(10)
+    port, cert, thread = _tls_server(tmp_path, b'{"ok": true}')
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))          # now the self-signed certificate is trusted
+    answer = Transport(f"https://localhost:{port}", 5.0, 1000).request("GET", "/x")
+    assert answer.status_code == 200 and answer.content == b'{"ok": true}'
+    thread.join(10)
+
+
+def test_the_device_clients_load_no_ssl():
+    code = ("import sys, services.dtu_poller.client, services.shelly_poller.client, services.shelly_poller.relay; "
+            "print(sorted(m for m in ('ssl', '_ssl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "[]", out.stderr

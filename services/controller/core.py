@@ -574,6 +574,10 @@ def _feed_in_min_soc(state: State) -> int:
 
 # ------------------------------------------------------------------ the step
 
+REPEAT_SLACK_S = 0.1      # a ctrl.setpoint repeat goes out up to this much before or after its due time
+HEARTBEAT_SLACK_S = 1.0   # ctrl.status and ctrl.settings heartbeats wait up to this for a step that runs anyway
+
+
 def step(state: State, events, now: float, params: Params):
     p = params
     out = []
@@ -635,7 +639,12 @@ def step(state: State, events, now: float, params: Params):
         fig.target_w, fig.budget_w, fig.balcony_used_w, fig.stale
 
     limits = None
-    if state.order and (state.setpoint_dirty or now >= state.next_setpoint_t):
+    # A repeat rides on a step that runs anyway (a message, mostly the meter's sample) when one comes within
+    # REPEAT_SLACK_S of the due time; else next_wake_t wakes for it REPEAT_SLACK_S late. One wake-up a second
+    # instead of two: the repeat's phase otherwise drifts against the meter's.
+    repeat_due = state.next_setpoint_t is not None and (
+        now >= state.next_setpoint_t + REPEAT_SLACK_S or (events and now >= state.next_setpoint_t - REPEAT_SLACK_S))
+    if state.order and (state.setpoint_dirty or repeat_due):
         limits = _limits(state, p)
         body = {"limits": limits, "reason": state.reasons[-1] if state.reasons else "repeat"}
         if state.decision_grid_t is not None:
@@ -651,9 +660,13 @@ def step(state: State, events, now: float, params: Params):
         out.append(("ctrl.setpoint", body))
         state.setpoint_dirty = False
         state.next_setpoint_t = now + p.setpoint_repeat_s
-    if state.status_due or now >= state.next_status_t:
+    # ctrl.status: on a decision (status_due), when what it tells of the inputs' health changes, else as a
+    # heartbeat every status_interval_s (the figures in it move with every sample and are no news on their own)
+    status_key = (tuple(fig.stale), tuple(_alarms(state, now, p, fig).items()), state.relay_wanted, fig.safe)
+    if state.status_due or state.settings_dirty or now >= state.next_status_t or status_key != state.status_key:
         state.feed_in_min_soc = _feed_in_min_soc(state)
         out.append(("ctrl.status", _status(state, now, p, fig, limits if limits is not None else _limits(state, p))))
+        state.status_key = status_key
         state.status_due = False
         state.next_status_t = now + (p.seed_loop_interval_s if p.law == "seed" else p.status_interval_s)
     if state.settings_dirty or now >= state.next_settings_t:
@@ -679,8 +692,10 @@ def next_wake_t(state: State, params: Params, now: float) -> float:
     p = params
     if state.start_t is None:
         return now
-    deadlines = [state.next_relay_t, state.next_negative_tick_t, state.next_setpoint_t, state.next_status_t,
-                 state.next_settings_t]
+    # the heartbeats (every 5 s) go out with the first step at or after their time; a wake-up of their own only
+    # when no message came for HEARTBEAT_SLACK_S (the meter's samples come every second)
+    deadlines = [state.next_relay_t, state.next_negative_tick_t, state.next_setpoint_t + REPEAT_SLACK_S,
+                 state.next_status_t + HEARTBEAT_SLACK_S, state.next_settings_t + HEARTBEAT_SLACK_S]
     if state.relay_wanted is False:
         deadlines.append(state.next_relay_retry_t)
     if p.law == "seed":

@@ -162,6 +162,7 @@ class State:
     next_setpoint_t: Optional[float] = None
     next_status_t: Optional[float] = None
     status_due: bool = False
+    status_key: Optional[tuple] = None      # what the last ctrl.status said that is news when it changes
     next_settings_t: Optional[float] = None
     settings_dirty: bool = True
     answers: list = field(default_factory=list)

@@ -51,8 +51,10 @@ class Params:
     dtu_stale_s: float = _config_default("dtu_stale_s")
     balcony_stale_s: float = _config_default("balcony_stale_s")
     ack_timeout_s: float = _config_default("ack_timeout_s")
-    setpoint_repeat_s: float = 1.0             # full ctrl.setpoint at least this often (contract: <= 2 s)
-    status_interval_s: float = 1.0             # ctrl.status at least this often (project law; seed: each loop)
+    setpoint_repeat_s: float = 1.0             # full ctrl.setpoint about this often (core: at most 0.1 s later)
+    # ctrl.status at least this often (project law; seed: each loop); also at once on a decision, a change of the
+    # stale inputs, the alarms or the life signal (core.step)
+    status_interval_s: float = 5.0
     settings_interval_s: float = 5.0
     # balcony system
     balcony_configured: bool | None = None     # None: auto (used once a balcony message was seen)

@@ -10,7 +10,9 @@ from common.service import StepGuard
 from services.controller import core
 from services.controller.persist import StateStore
 
-MAX_WAIT_S = 1.0      # time-driven work is woken by core.next_wake_t; this bounds anything it does not list
+# time-driven work is woken by core.next_wake_t; this bounds anything it does not list (messages come every
+# second: the meter's samples, the DTU's every poll; a wake-up of its own each second would double the controller's)
+MAX_WAIT_S = 5.0
 INPUT_TOPICS = ("meter.", "dtu.", "venus.", "relay.")
 
 

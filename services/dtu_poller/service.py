@@ -13,13 +13,15 @@ import time
 from typing import Callable, Optional
 
 from common import messages as m
-from common.bus import Publisher, Subscriber
+from common.bus import LockedPublisher, Publisher, Subscriber
+from common.cadence import StatusGate
 from common.clock import SYSTEM_CLOCK
 from common.config import inverter_options
 from common.service import StepGuard
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
-from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
+from services.dtu_poller.reader import STATUS_INTERVAL_S, STATUS_VOLATILE, PollResult, Reader, limit_fields, \
+    max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop
 
 log = logging.getLogger("dtu_poller")
@@ -31,20 +33,8 @@ MODEL_RETRY_S = 30.0
 RATING_REFRESH_S = 600.0   # /api/limit/status is read for max_power only until each inverter's rating is known
 SAMPLE_MARGIN_S = 1.0      # a DTU with a fixed refresh (AhoyDTU): poll this long after the next sample is due
 OVERDUE_POLL_S = 1.0       # ... and again this soon while it is late
-
-
-class LockedPublisher:
-    def __init__(self, publisher: Publisher):
-        self.publisher = publisher
-        self.lock = threading.Lock()
-
-    def publish(self, topic: str, body: dict) -> int:
-        with self.lock:
-            return self.publisher.publish(topic, body)
-
-    def close(self) -> None:
-        with self.lock:
-            self.publisher.close()
+THREAD_CHECK_S = 5.0       # the main thread notices a dead or stuck thread within this (stuck: 30 s and more)
+HEARTBEAT_SLACK_S = 2.0    # a dtu.status heartbeat waits at most this long for the next poll's status
 
 
 def backoff_s(poll_interval_s: float, error_count: int, error: Optional[DtuError] = None) -> float:
@@ -73,6 +63,14 @@ class PollLoop:
         self._model_tried_t: dict = {}
         self._ratings: dict = {}                # serial -> max_power_w (> 0) from /api/limit/status
         self._ratings_t: Optional[float] = None
+        # dtu.status goes out when it says something new, else every STATUS_INTERVAL_S (the reader builds one
+        # after each poll; the data ages and the time of the last good poll change each time and are no news)
+        self.status_gate = StatusGate(STATUS_INTERVAL_S, volatile=STATUS_VOLATILE)
+
+    def _publish(self, messages, now: float) -> None:
+        for topic, body in messages:
+            if topic != m.DTU_STATUS or self.status_gate.offer(body, now):
+                self.publish(topic, body)
 
     def _limits(self, summary) -> dict:
         """serial -> LimitStatus for the reader: only max_power is needed from /api/limit/status (limit_relative
@@ -137,8 +135,8 @@ class PollLoop:
             poll = self.poll_once()
         except DtuError as exc:
             self._recheck_due = self._recheck_due or exc.kind in ("connection", "timeout")
-            for topic, body in self.reader.on_error(exc.kind, str(exc), self.clock.monotonic()):
-                self.publish(topic, body)
+            now = self.clock.monotonic()
+            self._publish(self.reader.on_error(exc.kind, str(exc), now), now)
             return backoff_s(self.poll_interval_s, self.reader.error_count, exc)
         self._firmware(started)
         self._models([s for s, st in poll.limits.items() if st.max_power_w], started)   # devinfo read by the DTU
@@ -151,8 +149,7 @@ class PollLoop:
                    if live.reachable and live.has_channels and live.ac_power_w is not None}
         self.inventory.update([inv.serial for inv in poll.summary], reachable, limits, poll.t_mono, samples)
         self.reader.power_states = self.inventory.get_power_states()
-        for topic, body in self.reader.on_poll(poll):
-            self.publish(topic, body)
+        self._publish(self.reader.on_poll(poll), self.clock.monotonic())
         return self._next_poll_s(poll, self.clock.monotonic() - started)
 
     def _next_poll_s(self, poll: PollResult, elapsed_s: float) -> float:
@@ -181,10 +178,12 @@ class PollLoop:
                 with guard:
                     next_poll_t = now + self.step()
                 continue
-            if self.reader.status_due(now):
+            if self.status_gate.heartbeat_due(now):
                 topic, body = self.reader.status(now)
                 self.publish(topic, body)
-            wait_s = min(next_poll_t - now, STATUS_INTERVAL_S - (now - (self.reader.last_status_t or now)))
+                self.status_gate.sent(body, now)
+            # a heartbeat rides on the next poll's status when that comes within HEARTBEAT_SLACK_S
+            wait_s = min(next_poll_t, self.status_gate.next_t() + min(self.poll_interval_s, HEARTBEAT_SLACK_S)) - now
             self.stop_event.wait(max(0.01, wait_s))
 
 
@@ -211,7 +210,7 @@ def supervise(sub, writer: WriterLoop, failed: threading.Event, stuck_after_s: f
     """The main thread: setpoints to the writer; returns 1 (supervisord restarts the service) when a thread died
     or the writer's heartbeat is older than stuck_after_s."""
     while not failed.is_set():
-        msg = sub.recv(timeout_s=1.0)        # the timeout only bounds noticing a dead or stuck thread
+        msg = sub.recv(timeout_s=THREAD_CHECK_S)      # the timeout only bounds noticing a dead or stuck thread
         if msg is not None and msg.topic == m.CTRL_SETPOINT:
             writer.submit(msg.body, msg.seq, msg.t_mono)
         silent_s = clock.monotonic() - writer.beat_t

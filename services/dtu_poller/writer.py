@@ -39,7 +39,8 @@ from services.dtu_poller.client import (DtuAuthError, DtuError, DtuRejected, Lim
 
 log = logging.getLogger(__name__)
 
-IDLE_WAKE_S = 1.0             # nothing in flight: the watchdog and refreshes need no finer time (setpoints wake)
+IDLE_WAKE_S = 2.0             # nothing in flight: setpoints (about 1/s) wake the loop; the watchdog wakes it at its
+                              # deadline; retries and refreshes need no finer time
 STATUS_POLL_S = 0.5           # /api/limit/status while a command is pending (reference: ~0.5 s; faster polls
                               # load the DTU's ESP32, and cost us CPU, for at most 0.25 s earlier acks)
 ACK_TOLERANCE_PCT = 1.0       # Ok + limit_relative within this of the sent value = acknowledged (HMS: whole %)
@@ -644,7 +645,9 @@ class WriterMachine:
         """Seconds until something may be due (bounded, the loop also wakes on setpoints)."""
         if any(s.in_flight is not None for s in self.slots.values()):
             return STATUS_POLL_S
-        return IDLE_WAKE_S
+        since = self.last_setpoint_t if self.last_setpoint_t is not None else self.start_t
+        watchdog_in_s = since + self.params.setpoint_timeout_s - now
+        return min(IDLE_WAKE_S, watchdog_in_s + 0.001) if watchdog_in_s >= 0 else IDLE_WAKE_S
 
 
 def _outcome_of(error: DtuError) -> str:

@@ -291,7 +291,7 @@ class RelayWorker:
         guard = StepGuard(self.log, "relay command")
         try:
             while not self.stop.is_set():
-                msg = sub.recv(1.0)          # the timeout only bounds noticing the stop
+                msg = sub.recv(5.0)          # the timeout only bounds noticing the stop (a daemon thread)
                 if msg is None:
                     continue
                 pending = [msg] + sub.drain()

@@ -1,10 +1,12 @@
 """venus_publisher: the only process that touches D-Bus. It shows the system to Venus OS (GUI, VRM, Modbus-TCP,
 MQTT) and to systemcalc/DVCC, takes the user's settings, and monitors the battery for the controller.
 
-GLib main loop; the ZeroMQ SUB socket's FD is watched with GLib.io_add_watch and drained fully on every edge
-(except while a redraw is due within 40 ms: the rest of a burst then waits and is drained just before it), once
-after the watch is created, after each publish and on each 1 s tick; values are recomputed after each drained batch
-and every second (staleness). Each exported service has its own private system-bus connection (common/vedbus.py).
+GLib main loop (reached through glib.py, ctypes, not gi); the ZeroMQ SUB socket's FD is watched with
+io_add_watch and drained fully on every edge (except while a redraw is pending: what comes meanwhile is drained
+just before it), once after the watch is created, after each publish and on each tick; values are recomputed
+after each drained batch and on a one-shot tick set for the next thing due without a message (a value turning
+stale, the venus.battery heartbeat, a retry; at most 5 s apart). Each exported service has its own private
+system-bus connection (common/vedbus.py).
 If the dbus-daemon goes away the process exits (libdbus) and its supervisor restarts it.
 
 Services (instances from [venus]; all have the mandatory /Mgmt/ProcessName, /Mgmt/ProcessVersion,

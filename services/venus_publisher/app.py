@@ -1,16 +1,16 @@
 """The imperative shell of venus_publisher: GLib main loop, ZeroMQ watch, D-Bus services, battery monitor.
 
-Only this module (and common.vedbus) imports dbus and gi; it is imported only by `python -m services.venus_publisher`.
+Only this module (and common.vedbus) imports dbus; GLib's main loop is reached through glib.py (ctypes), not gi. It is
+imported only by `python -m services.venus_publisher`.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 from typing import Any, Callable, Optional
-
-from gi.repository import GLib
 
 from common import messages as m
 from common import vedbus
@@ -21,6 +21,10 @@ from common.service import StepGuard, TooManyFailures
 from common.settings import BY_PATH as SETTING_BY_PATH
 from common.settings import SETTINGS_PREFIX, USER_SETTINGS, UserSetting
 
+try:
+    from . import glib as GLib    # not gi.repository.GLib: see glib.py (about 5 MiB less memory)
+except (ImportError, OSError):    # a Python without ctypes, or no libglib-2.0.so.0 under that name: PyGObject
+    from gi.repository import GLib
 from .battery import BatteryMonitor
 from .model import (ALARM_PATHS, CAP_BY_TEXT, SETTINGS, BatteryView, Inputs, Params, SettingRequests, acload_values,
                     alarm_levels, check_setting, dcload_values, dcsystem_values, num)
@@ -38,20 +42,28 @@ CONNECTION = "TCP/IP (HTTP)"
 # 1.2 messages a second that Inputs.on_message ignores) are neither sent here nor decoded and checked.
 TOPICS = (m.DTU_INVERTER, m.DTU_STATUS, m.DTU_ALARM, m.METER_GRID, m.METER_BALCONY, m.METER_STATUS, m.RELAY_STATE,
           m.CTRL_STATUS, m.CTRL_SETTINGS)
-REFRESH_COALESCE_MS = 40           # messages come in bursts (a meter sample, then the controller's answer to it):
-                                   # one D-Bus refresh per burst, not one per message
-TICK_MS = 1000
+# The redraw after a message runs once the queue is drained, in the same pass of the main loop (no timer wait of
+# its own: a wait of 40 ms for the rest of a burst cost a second wake-up per message, and the controller's
+# ctrl.status no longer follows every meter sample). Messages queued together still make one redraw.
+REFRESH_COALESCE_MS = 0
+# No periodic tick: a one-shot timer wakes for the next thing due without a message (a value turning stale, the
+# venus.battery heartbeat, a retry), at the latest after MAX_TICK_S. On a GX every wake-up of a Python process
+# costs far more than the redraw it does.
+MAX_TICK_S = 5.0                   # bounds anything the deadlines do not list (e.g. a lost ZeroMQ FD edge)
+RETRY_S = 1.0                      # registrations refused and settings not yet confirmed: retried this often
+STALE_AFTER_S = 0.001              # a value is stale once older than its limit: redraw just after
 BATTERY_MAX_INTERVAL_S = 1.5       # venus.battery at least this often (contract: every 2 s)
 NAMES_FILE = "venus_publisher_names.json"
 MIGRATED_PATH = f"{SETTINGS_PREFIX}/StateFileMigrated"   # 1 once the state file's settings were copied over
 NAMES_PREFIX = f"{SETTINGS_PREFIX}/CustomName"
 MAX_NAME_LEN = 64
-# Which services a message can change (a refresh redraws only those; the 1 s tick redraws all, for staleness).
+# Which services a message can change (a refresh redraws only those; the tick redraws all, for staleness).
 # The acload carries the alarms, so everything reaches it.
 DCLOADS, DCSYSTEM, ACLOAD = "dcloads", "dcsystem", "acload"
 ALL_PARTS = frozenset((DCLOADS, DCSYSTEM, ACLOAD))
 _PARTS_BY_TOPIC_PREFIX = (("dtu.", ALL_PARTS), (m.RELAY_STATE, frozenset((DCSYSTEM, ACLOAD))))
 BATTERY_PARTS = frozenset((DCSYSTEM, ACLOAD))
+BATTERY_STATE_FIELDS = ("present", "service", "detail")     # venus.battery fields the acload's alarms depend on
 
 
 def parts_for(topic: str) -> frozenset:
@@ -198,6 +210,9 @@ class VenusPublisher:
         self._zmq_step = stepped(self._on_zmq, self._guard, self._give_up)
         self._resume_step = stepped(self._resume_zmq, self._guard, self._give_up)
         self._dirty: set = set()
+        self._tick_step = stepped(self._on_tick, self._guard, self._give_up)
+        self._tick_source: Optional[int] = None
+        self._tick_t: Optional[float] = None
         self.local: Optional[LocalSettings] = None       # localsettings, when on the bus
         self.local_values: dict[str, Any] = {}            # setting name -> value in localsettings
         self._settings_synced = False
@@ -236,7 +251,6 @@ class VenusPublisher:
             self._sources.append(self.grid_meter.start())   # its silence check, removed in close()
         self._watch_zmq()
         self._drain()      # messages queued before the watch existed produce no new edge
-        self._sources.append(GLib.timeout_add(TICK_MS, stepped(self._on_tick, self._guard, self._give_up)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._sources.append(GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum))
         self.refresh()
@@ -261,10 +275,10 @@ class VenusPublisher:
         return True       # the source stays until close() removes it
 
     def close(self) -> None:
-        for source in (self._refresh_source, self._zmq_watch):
+        for source in (self._refresh_source, self._zmq_watch, self._tick_source):
             if source is not None:
                 GLib.source_remove(source)
-        self._refresh_source = self._zmq_watch = None
+        self._refresh_source = self._zmq_watch = self._tick_source = None
         for source in self._sources:
             GLib.source_remove(source)
         self._sources = []
@@ -292,7 +306,7 @@ class VenusPublisher:
             svc.register()
             log.info("D-Bus: registered %s", svc.name)
         except vedbus.NameTakenError as exc:
-            log.error("D-Bus: %s; retrying every %d s", exc, TICK_MS // 1000)
+            log.error("D-Bus: %s; retrying every %g s", exc, RETRY_S)
             self._unregistered.append(svc)
 
     def _retry_registrations(self) -> None:
@@ -551,9 +565,8 @@ class VenusPublisher:
         self._drain()
         if self._refresh_source is None:
             return True
-        # A refresh is due within REFRESH_COALESCE_MS: the rest of the burst (the meter's status, the controller's
-        # answer, the other inverters) waits in the queue and is drained just before it, instead of waking us once
-        # per message. Removing the watch (False) pauses it; _on_refresh_timer watches again.
+        # A refresh is due (after REFRESH_COALESCE_MS): what comes meanwhile waits in the queue and is drained just
+        # before it. Removing the watch (False) pauses it; _on_refresh_timer watches again.
         self._zmq_watch = None
         return False
 
@@ -593,15 +606,43 @@ class VenusPublisher:
             log.exception("error in refresh")
         return False
 
-    # ------------------------------------------------------------ periodic
-    def _on_tick(self) -> bool:
+    # ------------------------------------------------------------ time-driven
+    def _arm_tick(self, now: Optional[float] = None) -> None:
+        """(Re)set the one-shot timer to the next thing due without a message."""
+        if self._closing():
+            return
+        now = self.clock.monotonic() if now is None else now
+        due = min(self.inputs.next_stale_t(now, self.params) + STALE_AFTER_S, now + MAX_TICK_S)
+        if self.battery is not None and self.pub is not None:
+            due = min(due, self._last_battery_t + BATTERY_MAX_INTERVAL_S)
+        if self._unregistered or self.settings.pending:
+            due = min(due, now + RETRY_S)
+        if now < self.notifier.quiet_until:            # its first events are told then
+            due = min(due, self.notifier.quiet_until)
+        if self._tick_source is not None:
+            if self._tick_t is not None and abs(due - self._tick_t) < 0.002:
+                return
+            GLib.source_remove(self._tick_source)
+        self._tick_t = due
+        self._tick_source = GLib.timeout_add(max(0, math.ceil((due - now) * 1000)), self._tick_cb)
+
+    def _closing(self) -> bool:
+        return self._gave_up is not None or self.sub is None
+
+    def _tick_cb(self) -> bool:
+        self._tick_source = None
+        self._tick_step()
+        if self._tick_source is None:       # the step failed before it armed the next one
+            self._arm_tick()
+        return False                        # one-shot: _arm_tick adds the next
+
+    def _on_tick(self) -> None:
         now = self.clock.monotonic()
         self._retry_registrations()
         self._send_settings(now)     # drains too: a lost FD edge delays messages by at most one tick
-        self.refresh(now)
         if now - self._last_battery_t >= BATTERY_MAX_INTERVAL_S:
             self._publish_battery(now)
-        return True
+        self.refresh(now)            # arms the next tick
 
     def _battery_changed(self) -> None:
         if not self._battery_idle:
@@ -616,7 +657,10 @@ class VenusPublisher:
         if last is None or {k: v for k, v in body.items() if k != "age_s"} != \
                 {k: v for k, v in last.items() if k != "age_s"}:
             self._publish_battery(now, body)
-            self.refresh(now, BATTERY_PARTS)
+            # the acload (alarms, notifications) depends only on whether the battery is there and why not; its
+            # measured values (every second) show on the dcsystem alone
+            state_changed = last is None or any(body.get(k) != last.get(k) for k in BATTERY_STATE_FIELDS)
+            self.refresh(now, BATTERY_PARTS if state_changed else frozenset((DCSYSTEM,)))
         return False
 
     def _publish_battery(self, now: float, body: Optional[dict] = None) -> None:
@@ -673,6 +717,7 @@ class VenusPublisher:
                 self.acload["/Inverters/DeviceInstances"] = ",".join(
                     str(svc["/DeviceInstance"]) for _i, (_s, svc) in sorted(self.dcloads.items()))
             self._notify(alarms, battery, now)
+        self._arm_tick(now)
 
     def _refresh_dcloads(self, now: float) -> None:
         self._sync_dcloads()
@@ -690,6 +735,11 @@ class VenusPublisher:
 
 def main(cfg, log_: logging.Logger) -> int:
     import dbus
+    from common.cadence import STATUS_HEARTBEAT_S
+    if cfg.venus.status_stale_s < 2 * STATUS_HEARTBEAT_S:
+        log.warning("[venus] status_stale_s = %g s: the statuses come only every %g s when nothing changes, so the "
+                    "sources will show stale now and then; use %g s or more", cfg.venus.status_stale_s,
+                    STATUS_HEARTBEAT_S, 2 * STATUS_HEARTBEAT_S)
     app = VenusPublisher(cfg)
     try:
         return app.run()

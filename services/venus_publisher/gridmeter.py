@@ -285,7 +285,7 @@ class GridMeterFollower:
         self._token: Optional[object] = None
 
     def start(self) -> int:
-        from gi.repository import GLib
+        from .app import GLib          # glib.py, or PyGObject where ctypes is missing
         from common.vedbus import list_names, watch_name_owners
         self._watch = watch_name_owners(self.bus, self._on_owner, namespace="com.victronenergy")
         for name in list_names(self.bus):

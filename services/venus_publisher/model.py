@@ -87,6 +87,14 @@ class BatteryView:
     detail: Optional[str] = None
 
 
+# status fields that change with every poll and are not shown: a status in which only they moved redraws nothing
+_NOT_SHOWN = ("data_age_s", "last_ok_t_mono")
+
+
+def _news(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k not in _NOT_SHOWN}
+
+
 @dataclass
 class Inputs:
     started_t: float
@@ -110,7 +118,7 @@ class Inputs:
         if topic == m.DTU_INVERTER:
             self.inverters[body["serial"]] = seen
         elif topic == m.DTU_STATUS:
-            same = self.dtu_status is not None and self.dtu_status.body == body
+            same = self.dtu_status is not None and _news(self.dtu_status.body) == _news(body)
             self.dtu_status = seen
             keep = set(body["serials"])
             for serial in list(self.inverters):
@@ -127,7 +135,7 @@ class Inputs:
         elif topic == m.METER_STATUS:
             last = self.meter_status.get(body["role"])
             self.meter_status[body["role"]] = seen
-            return last is None or last.body != body
+            return last is None or _news(last.body) != _news(body)
         elif topic == m.RELAY_STATE:
             self.relay = seen
         elif topic == m.CTRL_STATUS:
@@ -163,6 +171,31 @@ class Inputs:
         if sample_key is not None and num(seen.body.get(sample_key)) is not None:
             t = min(t, seen.body[sample_key])
         return seen.body if now - t <= max_age_s else None
+
+    def next_stale_t(self, now: float, params: Params) -> float:
+        """The earliest time after `now` at which something shown turns stale without a new message (a sample,
+        a status, the relay's state, the start-up grace): venus_publisher redraws then instead of every second.
+        `fresh` keeps a value up to and including its limit, so it is stale just after this time."""
+        deadlines = [self.started_t + params.status_stale_s]
+
+        def add(seen: Optional[Seen], max_age_s: Optional[float], sample_key: Optional[str] = None) -> None:
+            if seen is None or max_age_s is None:
+                return
+            t = seen.t
+            if sample_key is not None and num(seen.body.get(sample_key)) is not None:
+                t = min(t, seen.body[sample_key])
+            deadlines.append(t + max_age_s)
+
+        add(self.grid, params.grid_stale_s, "sample_t_mono")
+        add(self.balcony, params.balcony_stale_s, "sample_t_mono")
+        for seen in self.inverters.values():
+            add(seen, params.dtu_stale_s, "sample_t_mono")
+        add(self.dtu_status, params.status_stale_s)
+        for seen in self.meter_status.values():
+            add(seen, params.status_stale_s)
+        add(self.ctrl_status, params.status_stale_s)
+        add(self.relay, params.relay_stale_s)
+        return min((t for t in deadlines if t > now), default=math.inf)
 
     def relay_off(self, now: float, params: Params) -> bool:
         """True only when the relay is known (recently) to be open: the inverters are cut off."""
