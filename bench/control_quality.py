@@ -2,13 +2,17 @@
 docs/control.md §5 (definitions in bench/metrics.py).
 
     python -m bench.control_quality [--trace CSV] [--scenario NAME] [--plant JSON] [--policy NAME ...] [--json]
-                                    [--plot PNG] [--dead-time S] [--seed N] [--tick S]
+                                    [--plot PNG] [--dead-time S] [--seed N] [--tick S] [--dtu opendtu|ahoy]
+                                    [--refresh S]
 
 --trace CSV        `t_s,load_w[,balcony_w]` at 1 Hz (instead of a built-in scenario)
 --scenario NAME    fridge | kettle | hob | overload | balcony_clouds | day (default kettle)
 --plant JSON       plant description (default bench/plants/default.json; fields in bench/plantcfg.py)
 --policy NAME ...  project seed dpl hze oracle oracle_delay (default: these six)
 --dead-time S      override every inverter's dead time
+--dtu NAME         the gateway: opendtu (default; sim.dtu's model) or ahoy (the product's AhoyClient, poller and
+                   writer against sim.ahoy's AhoyDTU model, bench/ahoy.py)
+--refresh S        AhoyDTU's refresh interval (its /api/live `refresh`, default 15 s; only with --dtu ahoy)
 --json             one JSON object per policy, one per line (JSON Lines), keys: policy, scenario, dead_time_s,
                    export_wh, import_wh, avoidable_import_wh, mae_vs_oracle_w, peak_export_w, commands_per_h, plus
                    cost_wh, grid_export_wh, unavoidable_import_wh, commands, duration_s, seed, runtime_s
@@ -26,7 +30,8 @@ import numpy as np
 
 from bench.plantcfg import PlantConfigError, load_plant
 from bench.policies import EXTRA_POLICIES, POLICIES
-from bench.run import format_table, quiet_product_logs, run_policies
+from bench.ahoy import DEFAULT_REFRESH_S
+from bench.run import DTUS, format_table, quiet_product_logs, run_policies
 from sim.loadgen import SCENARIOS, Trace, TraceError, builtin, read_csv
 
 SUMMARY_KEYS = ("export_wh", "import_wh", "avoidable_import_wh", "mae_vs_oracle_w", "peak_export_w",
@@ -86,6 +91,9 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.25, help="physics step in s (0.1..0.5)")
     parser.add_argument("--validate", action="store_true", help="check every bus body against its schema")
+    parser.add_argument("--dtu", choices=DTUS, default="opendtu", help="the gateway (default opendtu)")
+    parser.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="S",
+                        help=f"AhoyDTU refresh interval in s (default {DEFAULT_REFRESH_S:g}; --dtu ahoy only)")
     return parser.parse_args(argv)
 
 
@@ -98,6 +106,8 @@ def main(argv=None) -> int:
             return 2
     try:
         plant = load_plant(args.plant)
+        if not 1.0 <= args.refresh <= 300.0:
+            raise PlantConfigError("--refresh must be within 1..300 s")
         if args.dead_time is not None:
             if args.dead_time < 0:
                 raise PlantConfigError("--dead-time must be >= 0")
@@ -107,7 +117,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = run_policies(trace, plant, args.policy, seed=args.seed, tick_s=args.tick, validate=args.validate,
-                        keep_series=bool(args.plot))
+                        keep_series=bool(args.plot), dtu=args.dtu, refresh_s=args.refresh)
     if args.json:
         for row in rows:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)

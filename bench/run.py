@@ -8,10 +8,13 @@ import time
 import numpy as np
 
 from bench import metrics, oracle
+from bench.ahoy import DEFAULT_REFRESH_S, AhoyLoop
 from bench.loop import ClosedLoop
 from bench.plantcfg import PlantConfig
 from bench.policies import make_policy
 from sim.loadgen import Trace
+
+DTUS = ("opendtu", "ahoy")
 
 
 def quiet_product_logs() -> None:
@@ -31,8 +34,14 @@ def oracle_output(trace: Trace, plant: PlantConfig) -> tuple[np.ndarray, np.ndar
 
 
 def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s: float = 0.25,
-                 validate: bool = False, keep_series: bool = False, factory=make_policy) -> list[dict]:
-    """Run each named policy; returns one result dict per policy (plus `grid_w` arrays if keep_series)."""
+                 validate: bool = False, keep_series: bool = False, factory=make_policy, dtu: str = "opendtu",
+                 refresh_s: float = DEFAULT_REFRESH_S) -> list[dict]:
+    """Run each named policy; returns one result dict per policy (plus `grid_w` arrays if keep_series).
+    `dtu`: the gateway between the writer and the inverters, opendtu (bench.loop's DtuModel) or ahoy
+    (bench.ahoy: the product's AhoyClient, poller and writer against the AhoyDTU model, refreshing every
+    `refresh_s`)."""
+    if dtu not in DTUS:
+        raise ValueError(f"dtu must be one of {', '.join(DTUS)}, not {dtu!r}")
     tau = plant.site.zero_point_w
     load = np.asarray(trace.load_w, dtype=float)
     balcony = np.asarray(trace.balcony_w, dtype=float)
@@ -46,11 +55,16 @@ def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s:
             commands = int(np.count_nonzero(np.abs(np.diff(u)) > 0.5))
             calls, above_cap, refreshes = 0, 0, 0
         else:
-            loop = ClosedLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate)
+            if dtu == "ahoy":
+                loop = AhoyLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate,
+                                refresh_s=refresh_s)
+            else:
+                loop = ClosedLoop(trace, plant, factory(name), seed=seed, tick_s=tick_s, validate=validate)
             res = loop.run()
             u, p_max, commands, calls = res.output_w, res.p_max_w, res.commands, res.policy_calls
             above_cap, refreshes = res.above_cap, res.refreshes
-        row = {"policy": name, "scenario": trace.name, "dead_time_s": plant.dead_time_s, "seed": seed}
+        row = {"policy": name, "scenario": trace.name, "dead_time_s": plant.dead_time_s, "seed": seed,
+               "dtu": dtu_label(dtu, refresh_s)}
         row.update(metrics.score(load, balcony, u, tau, p_max, plant.p_min_w, commands, g_oracle_w=g_star))
         row["policy_calls"] = calls
         row["above_cap"] = above_cap
@@ -62,13 +76,18 @@ def run_policies(trace: Trace, plant: PlantConfig, names, seed: int = 1, tick_s:
     return results
 
 
+def dtu_label(dtu: str, refresh_s: float = DEFAULT_REFRESH_S) -> str:
+    """opendtu, or ahoy@15s (the refresh is what makes AhoyDTU slow)."""
+    return f"ahoy@{refresh_s:g}s" if dtu == "ahoy" else dtu
+
+
 def format_table(rows: list[dict]) -> str:
-    head = f"{'scenario':<15}{'dead':>5} {'policy':<13}{'export':>8}{'import':>9}{'avoid.':>8}{'cost':>8}" \
-           f"{'MAE':>7}{'peakexp':>8}{'cmd/h':>7}"
+    head = f"{'scenario':<15}{'dead':>5} {'dtu':<11}{'policy':<13}{'export':>8}{'import':>9}{'avoid.':>8}" \
+           f"{'cost':>8}{'MAE':>7}{'peakexp':>8}{'cmd/h':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['scenario']:<15}{r['dead_time_s']:>5g} {r['policy']:<13}{r['export_wh']:>8.1f}"
-                     f"{r['import_wh']:>9.1f}{r['avoidable_import_wh']:>8.1f}{r['cost_wh']:>8.1f}"
+        lines.append(f"{r['scenario']:<15}{r['dead_time_s']:>5g} {r.get('dtu', 'opendtu'):<11}{r['policy']:<13}"
+                     f"{r['export_wh']:>8.1f}{r['import_wh']:>9.1f}{r['avoidable_import_wh']:>8.1f}{r['cost_wh']:>8.1f}"
                      f"{(r['mae_vs_oracle_w'] or 0.0):>7.1f}{r['peak_export_w']:>8.0f}{r['commands_per_h']:>7.0f}")
     lines.append("Wh over the trace; avoid. = avoidable import, cost = export + avoidable import, "
                  "MAE = mean |g - g_oracle| W")

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sim.plant import Inverter, Plant, efficiency
+from sim.plant import Inverter, Plant
 
 INVERTER_FAULTS = ("unreachable", "limit_failure", "stale", "power_ignored")
 
@@ -347,8 +347,10 @@ class DtuModel:
             "frequency_hz": inv.frequency_hz, "power_factor": 0.998 if ac > 0 else 0.0,
             "reactive_power_var": -0.9 if ac > 0 else 0.0,
             "dc_power_w": dc, "dc_voltage_v": v_dc,
+            # the day's DC energy from the day's AC energy at the peak efficiency: dividing by the efficiency of
+            # this instant made it absurd (1e12 Wh) at a few W of output, and AhoyClient rejects such a record
             "inputs": [{"power_w": dc / n, "voltage_v": v_dc, "current_a": inv.dc_current_a / n,
-                        "yield_day_wh": inv.yield_day_wh / efficiency(ac) / n if efficiency(ac) > 0 else inv.yield_day_wh / n,
+                        "yield_day_wh": inv.yield_day_wh / inv.eta_peak / n,
                         "yield_total_kwh": inv.yield_total_wh / 1000.0 / n} for _ in range(n)],
             "yield_day_wh": inv.yield_day_wh, "yield_total_kwh": inv.yield_total_wh / 1000.0,
             "temperature_c": inv.temperature_c, "efficiency_pct": ac / dc * 100.0 if dc > 0 else 0.0,

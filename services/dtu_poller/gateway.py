@@ -84,9 +84,10 @@ def detect(cfg, clock=SYSTEM_CLOCK) -> str:
     return detect_gateway(ahoy_request(o.host, o.timeout, clock), base_url(o.host))
 
 
-def open_gateway(cfg, kind: str, clock=SYSTEM_CLOCK) -> Gateway:
+def open_gateway(cfg, kind: str, clock=SYSTEM_CLOCK, request: Optional[Request] = None) -> Gateway:
     """Both clients of `kind`, and what differs. AhoyDTU is asked for its protection and refresh (DtuError when
-    it does not answer)."""
+    it does not answer). `request`: AhoyDTU's transport instead of HTTP to [opendtu] host (the benchmark calls a
+    simulator in-process, in simulated time)."""
     o = cfg.opendtu
     params = replace(WriterParams.from_config(cfg), gateway=NAMES[kind])
     if kind == "opendtu":
@@ -95,8 +96,8 @@ def open_gateway(cfg, kind: str, clock=SYSTEM_CLOCK) -> Gateway:
 
     def rating_bound(serial: str, index: int) -> Optional[float]:
         return inverter_options(cfg, serial, index).max_power_w or None
-    poll, write = (AhoyClient(ahoy_request(o.host, o.timeout, clock), base_url(o.host), o.password, clock,
-                              rating_bound=rating_bound) for _ in range(2))
+    poll, write = (AhoyClient(request or ahoy_request(o.host, o.timeout, clock), base_url(o.host), o.password,
+                              clock, rating_bound=rating_bound) for _ in range(2))
     protected = parse_generic(write.get_json("/api/generic")).protected
     refresh_s = write.read_refresh_s()
     params = replace(params, can_control=bool(o.password) or not protected,

@@ -10,7 +10,10 @@ than its rating says (at once: no ramp explains that), and so is one delivering 
 OBSERVE_FACTOR. That second proof counts at once for a rating nothing vouches for; for one that the model name or
 the config confirms, only once the limit has been in force for OBSERVE_SAMPLES samples, after start too: the output
 may still be ramping down from before (the writer commands the minimum as soon as it sees an inverter, and the
-first sample shows that limit with the old output).
+first sample shows that limit with the old output); and only with ABOVE_IN_A_ROW such samples in a row, at an
+unchanged limit and the output not falling: a DTU that samples seldom (AhoyDTU: every 5–15 s) hides a limit raised
+and lowered again between two samples (only a slightly different read-back may tell), and a sample or two may catch
+the output still coming down from it.
 
 Published: the largest of the known figures (a larger rating only makes the commanded percentages smaller). When
 the figures disagree by more than TOLERANCE, the rating is implausible: the configured max_power_w or, without
@@ -27,6 +30,7 @@ TOLERANCE = 0.15               # figures within 15 % of each other agree (HMS un
 OBSERVE_MIN_W = 20.0           # AC power below this says nothing about the rating (noise, minimum outputs)
 OBSERVE_FACTOR = 1.5           # AC power above limit x rating x this is a rating that is too small
 OBSERVE_SAMPLES = 3
+ABOVE_IN_A_ROW = 2             # settled samples far above the limit in a row that doubt a vouched rating
 
 _MODEL_RE = re.compile(r"^\s*(?:HM|HMS|HMT|HERF)-(\d{3,4})", re.IGNORECASE)
 
@@ -47,6 +51,8 @@ class RatingCheck:
     _last_limit: Optional[float] = None
     _since_drop: int = OBSERVE_SAMPLES   # samples since the limit went down (the output may still ramp down)
     _samples: int = 0                    # samples since start
+    _above: int = 0                      # settled samples in a row far above one limit, the output not falling
+    _last_ac_w: Optional[float] = None
     plausible: bool = True
     why: str = ""
 
@@ -55,18 +61,24 @@ class RatingCheck:
         """One fresh sample: AC power at the limit the DTU reports. Output above the rating counts at once (the
         controller must not raise on a wrong rating); output above the limit at once too, unless the DTU's rating is
         `vouched` for (by the model name or the config): then only once the limit has been in force for
-        OBSERVE_SAMPLES samples."""
+        OBSERVE_SAMPLES samples, and in ABOVE_IN_A_ROW samples in a row at that limit, the output not falling."""
         if limit_pct is None or not 0 < limit_pct <= 100:
             return
         dropped = self._last_limit is not None and limit_pct < self._last_limit - 0.5
+        changed = self._last_limit is not None and abs(limit_pct - self._last_limit) > 0.05
         self._since_drop = 0 if dropped else self._since_drop + 1
         self._last_limit = limit_pct
         self._samples += 1
+        last_ac_w, self._last_ac_w = self._last_ac_w, ac_w
         if ac_w is None or ac_w < OBSERVE_MIN_W or not dtu_w:
+            self._above = 0
             return
         expected_w = limit_pct * dtu_w / 100.0
         settled = self._since_drop >= OBSERVE_SAMPLES and (self._samples > OBSERVE_SAMPLES or not vouched)
-        if ac_w > dtu_w * (1.0 + TOLERANCE) or (settled and ac_w > expected_w * OBSERVE_FACTOR):
+        above = settled and ac_w > expected_w * OBSERVE_FACTOR
+        falling = last_ac_w is not None and ac_w < last_ac_w * (1.0 - TOLERANCE)
+        self._above = self._above + 1 if above and not falling and not changed else 0
+        if ac_w > dtu_w * (1.0 + TOLERANCE) or (above and (not vouched or self._above >= ABOVE_IN_A_ROW)):
             self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
         elif settled and ac_w <= expected_w * (1.0 + TOLERANCE):
             self.observed_w = 0.0           # the output fits the DTU's rating (after a restart mid-ramp, say)
