@@ -13,6 +13,7 @@ from typing import Optional
 from common import messages as m
 from services.controller import core
 from services.dtu_poller.client import DtuRejected, InverterLive, InverterSummary, LimitStatus
+from services.dtu_poller.rating import ProvenRatings
 from services.dtu_poller.reader import PollResult, Reader
 from services.dtu_poller.writer import WriterMachine, WriterParams
 from tests.test_controller_support import Driver, battery, dtu_status, grid
@@ -38,7 +39,8 @@ class Loop:
         self.driver = Driver(t0=t0, balcony_configured=False, relay_first_decision_s=1e6, max_feed_in=max_feed_in,
                              min_percent=min_pct, switch_off=switch_off, **params)
         self.writer = WriterMachine(WriterParams(min_pct=min_pct, switch_off=switch_off), start_t=t0)
-        self.reader = Reader(can_control=True)
+        self.proven = ProvenRatings()                   # stands for the state file across a restart
+        self.reader = Reader(can_control=True, proven=self.proven)
         self.reject: set = set()
         self.ignore: set = set()
         self.grid_stale = False
@@ -55,7 +57,7 @@ class Loop:
 
     def restart_writer(self) -> None:
         self.writer = WriterMachine(self.writer.params, start_t=self.now)
-        self.reader = Reader(can_control=True)          # the same process: the reader restarts with it
+        self.reader = Reader(can_control=True, proven=self.proven)   # the same process: the reader restarts
 
     def restart_controller(self) -> None:
         self.driver.state = core.initial_state(self.driver.params)

@@ -1,7 +1,7 @@
 """Closed-loop safety (#14): the plant, DTU fake, Reader, WriterMachine and controller core in one process."""
 from __future__ import annotations
 
-from services.dtu_poller.rating import LARGEST_W, RatingCheck, nominal_w
+from services.dtu_poller.rating import LARGEST_W, ProvenRatings, RatingCheck, nominal_w
 from tests.plant_loop import Loop, PlantInverter
 
 
@@ -99,3 +99,53 @@ def test_a_vouched_rating_is_not_doubted_while_the_output_ramps_down_to_a_new_li
     for _ in range(3):                                 # but an output that stays far above the limit is proof
         check.observe(120.0, 1.0, 800.0, vouched)
     assert check.rating(800.0, "HM-800", 0) == LARGEST_W and not check.plausible
+
+
+def test_a_proof_is_not_cleared_by_an_output_that_lags_a_raise():
+    """40 W at 2 % of "100 W" proves >= 2000 W; the next sample shows the raised limit (21 %) with the output not
+    yet moved (20 W): below the limit, which says nothing about the rating. Clearing on it let the controller
+    raise the inverter to 100 % of "100 W"."""
+    check = RatingCheck()
+    check.observe(40.0, 2.0, 100.0)
+    assert check.rating(100, None, 0) == LARGEST_W
+    check.observe(20.0, 21.0, 100.0)
+    assert check.rating(100, None, 0) == LARGEST_W and not check.plausible
+    for _ in range(4):                                   # held at 21 % and delivering 21 W: the DTU was right
+        check.observe(21.0, 21.0, 100.0)
+    assert check.rating(100, None, 0) == 100 and check.plausible
+
+
+def test_proven_ratings_survive_a_restart_in_the_state_file_and_a_hostile_file_is_ignored(tmp_path):
+    path = str(tmp_path / "dtu-ratings.json")
+    store = ProvenRatings(path)
+    store.put("1164a00a6340", 2000.0)
+    assert ProvenRatings(path).get("1164a00a6340") == 2000.0
+    store.put("1164a00a6340", 0.0)                       # disproved: forgotten in the file too
+    assert ProvenRatings(path).by_serial == {}
+    for text in ("<html>", "null", "[1]", '{"a": NaN, "b": -5, "c": true, "d": 1e9, "e": "2000", "f": 800}'):
+        with open(path, "w") as handle:
+            handle.write(text)
+        assert ProvenRatings(path).by_serial == ({"f": 800.0} if text.startswith("{") else {})
+
+
+def test_the_cap_holds_when_the_dtu_poller_restarts_as_a_held_raise_lands():
+    """The reader's proof that "100 W" is a 2000 W inverter must outlive a dtu_poller restart. Here the DTU refuses
+    the raise for a few seconds; the restarted reader's first sample shows it landed with the old output (which
+    fits the small rating), and the controller, its dead time long passed, raised to 100 % of "100 W"
+    (2400 W delivered under a 700 W cap, found by the property test above)."""
+    loop = Loop([PlantInverter("1164a00a6340", true_w=2000.0, dtu_rating_w=100.0, limit_pct=1.0),
+                 PlantInverter("112182345678", true_w=400.0, dtu_rating_w=400.0, limit_pct=1.0)],
+                load_w=24.0, max_feed_in=700)
+    for _ in range(20):                                  # the proof is taken at the minimum
+        loop.step()
+    loop.load_w = 3800.0
+    loop.reject.add("limit")
+    peak_w = 0.0
+    for step in range(60):
+        if step == 3:
+            loop.reject.clear()
+        if step == 6:
+            loop.restart_writer()
+        peak_w = max(peak_w, loop.step())
+    min_outputs_w = 0.01 * (2000.0 + 400.0)
+    assert peak_w <= 700.0 + min_outputs_w, peak_w

@@ -21,9 +21,17 @@ one, LARGEST_W (the largest single Hoymiles model, HMT-2250, rounded up) joins t
 """
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional
+
+from common.safefile import read_regular, write_atomic
+
+log = logging.getLogger(__name__)
 
 LARGEST_W = 3000.0
 TOLERANCE = 0.15               # figures within 15 % of each other agree (HMS undershoot at low limits, rounding)
@@ -52,6 +60,7 @@ class RatingCheck:
     _since_drop: int = OBSERVE_SAMPLES   # samples since the limit went down (the output may still ramp down)
     _samples: int = 0                    # samples since start
     _above: int = 0                      # settled samples in a row far above one limit, the output not falling
+    _same_limit: int = 0                 # samples in a row at the limit now reported (0: none seen yet)
     _last_ac_w: Optional[float] = None
     plausible: bool = True
     why: str = ""
@@ -67,6 +76,7 @@ class RatingCheck:
         dropped = self._last_limit is not None and limit_pct < self._last_limit - 0.5
         changed = self._last_limit is not None and abs(limit_pct - self._last_limit) > 0.05
         self._since_drop = 0 if dropped else self._since_drop + 1
+        self._same_limit = 1 if changed or self._last_limit is None else self._same_limit + 1
         self._last_limit = limit_pct
         self._samples += 1
         last_ac_w, self._last_ac_w = self._last_ac_w, ac_w
@@ -80,8 +90,13 @@ class RatingCheck:
         self._above = self._above + 1 if above and not falling and not changed else 0
         if ac_w > dtu_w * (1.0 + TOLERANCE) or (above and (not vouched or self._above >= ABOVE_IN_A_ROW)):
             self.observed_w = max(self.observed_w, min(LARGEST_W, ac_w * 100.0 / limit_pct))
-        elif settled and ac_w <= expected_w * (1.0 + TOLERANCE):
-            self.observed_w = 0.0           # the output fits the DTU's rating (after a restart mid-ramp, say)
+        elif (self._same_limit > OBSERVE_SAMPLES
+              and expected_w * (1.0 - TOLERANCE) <= ac_w <= expected_w * (1.0 + TOLERANCE)):
+            # The output delivers what the DTU's rating says at a limit in force for a while: a proof was wrong
+            # (taken mid-ramp after a restart, say). An output merely BELOW the limit proves nothing: right after a
+            # raise (or after our own restart, the raise unseen) it still shows the old limit's power, and a
+            # proof cleared on it let the controller raise a 2000 W inverter rated "100 W" to 100 %.
+            self.observed_w = 0.0
 
     @staticmethod
     def vouched(dtu_w: Optional[float], model: Optional[str], config_w: float) -> bool:
@@ -103,3 +118,49 @@ class RatingCheck:
             return high
         self.why = "rating implausible: " + ", ".join(f"{name} {value:.0f} W" for name, value in known.items())
         return max(high, float(config_w) if config_w else LARGEST_W)
+
+
+class ProvenRatings:
+    """Ratings the AC power proved larger than the DTU's, kept across a restart of dtu_poller
+    (`<state_dir>/dtu-ratings.json`, serial -> W). Without it a restarted reader trusts the DTU's figure again
+    until the output disproves it, and the controller may raise on the small figure in between (2000 W delivered
+    under a 700 W cap in the safety loop). `path` None: kept in memory only (tests, the bench).
+    A missing, unreadable or hostile file is an empty one (logged): the proofs are then found again."""
+
+    def __init__(self, path: Optional[str] = None):
+        self.path = path
+        self.by_serial: dict = {}
+        if path:
+            self.by_serial = self._load(path)
+
+    @staticmethod
+    def _load(path: str) -> dict:
+        try:
+            raw = json.loads(read_regular(path, max_bytes=64_000).decode("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("%s: ignored (%s); rating proofs start empty", path, exc)
+            return {}
+        if not isinstance(raw, dict):
+            log.warning("%s: ignored (not an object); rating proofs start empty", path)
+            return {}
+        return {serial: float(value) for serial, value in raw.items()
+                if isinstance(serial, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and 0 < value <= LARGEST_W}
+
+    def get(self, serial: str) -> float:
+        return self.by_serial.get(serial, 0.0)
+
+    def put(self, serial: str, observed_w: float) -> None:
+        if observed_w == self.by_serial.get(serial, 0.0):
+            return
+        if observed_w > 0:
+            self.by_serial[serial] = observed_w
+        else:
+            self.by_serial.pop(serial, None)
+        if self.path:
+            try:
+                write_atomic(self.path, json.dumps(self.by_serial, sort_keys=True))
+            except OSError as exc:
+                log.warning("%s: not written (%s); the proof holds until a restart", self.path, exc)

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from common import messages as m
 from services.dtu_poller.client import InverterLive, InverterSummary, LimitStatus
-from services.dtu_poller.rating import RatingCheck
+from services.dtu_poller.rating import ProvenRatings, RatingCheck
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class Reader:
     power_states: dict = field(default_factory=dict)    # serial -> the writer's power state (poll loop)
     config_max_w: Callable = lambda serial, index: 0     # [inverter.<id>] max_power_w (0: not set)
     ratings: dict = field(default_factory=dict)         # serial -> RatingCheck
+    proven: ProvenRatings = field(default_factory=ProvenRatings)   # proofs kept across a restart
 
     def is_fresh(self, serial: str, sample_t: float, data_age_s: float, resolution_s: float) -> bool:
         track = self.tracks.get(serial)
@@ -137,11 +138,14 @@ class Reader:
     def _body(self, live: InverterLive, index: int, sample_t: float, status, measurements: bool = True) -> dict:
         model = self.models.get(live.serial)
         body = inverter_body(live, index, sample_t, status, measurements, model=model)
-        check = self.ratings.setdefault(live.serial, RatingCheck())
+        check = self.ratings.get(live.serial)
+        if check is None:
+            check = self.ratings[live.serial] = RatingCheck(observed_w=self.proven.get(live.serial))
         dtu_w = body["max_power_w"]
         config_w = self.config_max_w(live.serial, index)
         if measurements:
             check.observe(live.ac_power_w, body["limit_pct"], dtu_w, RatingCheck.vouched(dtu_w, model, config_w))
+        self.proven.put(live.serial, check.observed_w)
         was_plausible = check.plausible
         rating_w = check.rating(dtu_w, model, config_w)
         if check.plausible != was_plausible:

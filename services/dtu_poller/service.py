@@ -8,6 +8,7 @@ thread-safe, so every publish goes through one lock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Callable, Optional
@@ -20,9 +21,12 @@ from common.config import inverter_options
 from common.service import StepGuard
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
+from services.dtu_poller.rating import ProvenRatings
 from services.dtu_poller.reader import STATUS_INTERVAL_S, STATUS_VOLATILE, PollResult, Reader, limit_fields, \
     max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop
+
+RATINGS_FILE = "dtu-ratings.json"      # in [control] state_dir: ratings the AC power proved (rating.py)
 
 log = logging.getLogger("dtu_poller")
 
@@ -240,7 +244,8 @@ def main(cfg, logger: logging.Logger) -> int:
     sub = Subscriber(cfg.bus.rundir, topics=[m.CTRL_SETPOINT])
     inventory = Inventory()
     reader = Reader(can_control=bool(o.password),
-                    config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w)
+                    config_max_w=lambda serial, index: inverter_options(cfg, serial, index).max_power_w,
+                    proven=ProvenRatings(os.path.join(cfg.control.state_dir, RATINGS_FILE)))
     try:
         gateway = connect(cfg, reader, publisher.publish)
     except BaseException:
