@@ -10,7 +10,8 @@ DTU ?= opendtu
 # The tests mostly wait on devices and processes, not the CPU: one module per worker, several at once.
 TEST_WORKERS ?= 4
 # Modules that run D-Bus stand-ins on GLib's default main context inside the test process: each gets a process of its
-# own (a loop left behind by one module in a shared xdist worker kept the other's stand-ins from starting, once).
+# own (a loop left behind by one module in a shared xdist worker kept the other's stand-ins from starting, once),
+# beside the rest (scripts/test.sh).
 GLIB_IN_PROCESS := tests/test_venus_publisher_venus_os.py tests/test_venus_publisher_gridmeter.py
 
 .PHONY: setup test demo bundle clean gui gui-screenshot
@@ -19,8 +20,7 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests $(addprefix --ignore=,$(GLIB_IN_PROCESS))
-	@for module in $(GLIB_IN_PROCESS); do $(PY) -m pytest -q -p no:cacheprovider $$module || exit 1; done
+	@bash scripts/test.sh $(PY) $(TEST_WORKERS) $(GLIB_IN_PROCESS)
 
 demo: setup
 	$(PY) -m scripts.demo --seconds $(SECONDS) --grid $(GRID) --dtu $(DTU)
