@@ -25,7 +25,7 @@ import json
 import queue
 from typing import Optional
 
-from bench.loop import T0_MONO, T0_WALL, ClosedLoop
+from bench.loop import T0_MONO, T0_WALL, ClosedLoop, WireCount
 from bench.plantcfg import PlantConfig, product_config
 from common import messages as M
 from common.config import inverter_options
@@ -56,20 +56,16 @@ class SimClock:
         return T0_WALL + self.loop.now_t
 
 
-class AhoyWriter:
+class AhoyWriter(WireCount):
     """WriterLoop.run's pass, one per wake-up in simulated time, on the real WriterLoop (its inbox, its
     `_send_due` / `_refresh_flags` / `_poll_status`, its machine), plus the counters RunResult wants (kept by the
     transport: `count_post`)."""
 
     def __init__(self, loop: "AhoyLoop", writer_loop: WriterLoop):
+        super().__init__()
         self.loop, self.wl = loop, writer_loop
         self.wake_gen = 0
         self.woken = False
-        self.commands = 0
-        self.refreshes = 0
-        self.above_cap = 0
-        self.max_commanded_w = 0.0
-        self.wire_w: dict = {}                 # serial -> last limit posted (W), to count refreshes
         self.power_states: dict = {}
 
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -119,17 +115,11 @@ class AhoyWriter:
         if serial is None or not isinstance(cmd, str):
             return
         if cmd.startswith("limit_"):
-            watts = float(body.get("val", 0.0))
             self.commands += 1
-            if self.wire_w.get(serial) == watts:
-                self.refreshes += 1
-            self.wire_w[serial] = watts
+            self._limit_sent(serial, float(body.get("val", 0.0)))
         elif cmd not in ("power", "restart"):
             return
-        total = self.possible_w()
-        self.max_commanded_w = max(self.max_commanded_w, total)
-        if total > self.loop.plant.site.max_feed_in_w + 1.0:
-            self.above_cap += 1
+        self._check_total(self.possible_w(), self.loop.plant.site.max_feed_in_w)
 
     def possible_w(self) -> float:
         """Sum over the inverters that run or may start (not switched off, or a power on / restart waiting in

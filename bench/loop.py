@@ -59,13 +59,38 @@ class RunResult:
     refreshes: int = 0                  # limit commands repeating the limit last sent to that inverter
 
 
-class SimWriter:
+class WireCount:
+    """What a bench writer counts of the commands on the wire, for SimWriter (OpenDTU) and bench.ahoy's AhoyWriter:
+    limit commands, refreshes (a limit repeating the one last sent to that inverter), and commands after which the
+    limits that may be on the wire (the writer's `possible_w`, at the inverters' real ratings) sum above the cap."""
+
+    def __init__(self):
+        self.commands = 0
+        self.wire_w: dict = {}                         # serial -> last limit sent (W), to count refreshes
+        self.above_cap = 0
+        self.max_commanded_w = 0.0
+        self.refreshes = 0
+
+    def _limit_sent(self, serial: str, limit_w: float) -> None:
+        if self.wire_w.get(serial) == limit_w:
+            self.refreshes += 1
+        self.wire_w[serial] = limit_w
+
+    def _check_total(self, possible_w: float, cap_w: float) -> None:
+        """Above the site's feed-in cap (+1 W for rounding) the command counts as one above the cap."""
+        self.max_commanded_w = max(self.max_commanded_w, possible_w)
+        if possible_w > cap_w + 1.0:
+            self.above_cap += 1
+
+
+class SimWriter(WireCount):
     """WriterLoop in simulated time: the same machine, the same order of calls, the DtuModel instead of HTTP.
 
     WriterLoop wakes on a setpoint or after `next_wakeup`; then: setpoints, inventory (if new), tick, send what is
     due, command flags, status poll, send again."""
 
     def __init__(self, loop: "ClosedLoop", params: WriterParams):
+        super().__init__()
         self.loop, self.dtu = loop, loop.dtu
         self.machine = WriterMachine(params, start_t=loop.mono(0.0))
         self.inbox: list = []
@@ -74,12 +99,7 @@ class SimWriter:
         self.flags_t: Optional[float] = None
         self.wake_gen = 0
         self.woken = False
-        self.commands = 0
         self.power_states: dict = {}
-        self.wire_w: dict = {}                         # serial -> last limit sent (W), to count refreshes
-        self.above_cap = 0
-        self.max_commanded_w = 0.0
-        self.refreshes = 0
 
     # WriterLoop.submit / Inventory.update
     def submit(self, body: dict, seq: int, t: float) -> None:
@@ -148,16 +168,10 @@ class SimWriter:
             radio = self.dtu.by_serial.get(cmd.serial)
             if radio is None:
                 return
-            limit_w = min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0
-            if self.wire_w.get(cmd.serial) == limit_w:
-                self.refreshes += 1
-            self.wire_w[cmd.serial] = limit_w
+            self._limit_sent(cmd.serial, min(100.0, max(0.0, cmd.limit_pct)) * self.dtu.max_power_w(radio) / 100.0)
         elif cmd.kind not in ("power_off", "power_on", "restart"):
             return
-        total = self.possible_w()
-        self.max_commanded_w = max(self.max_commanded_w, total)
-        if total > self.loop.plant.site.max_feed_in_w + 1.0:
-            self.above_cap += 1
+        self._check_total(self.possible_w(), self.loop.plant.site.max_feed_in_w)
 
     def possible_w(self) -> float:
         """Sum over the inverters that run or may start (not switched off, or a power on / restart on its way) of
