@@ -673,13 +673,19 @@ def _capped(a_pct, b_pct, cap_w=500.0):
         {"serial": "b", "limit_pct": b_pct, "limit_w": b_pct * 4.0}]})
 
 
-def _failed_raise_of_a():
-    """Both at 25 % (100 W) acknowledged; then SERIAL's raise to 75 % fails (the DTU may still re-send and apply
-    it: 300 W may be in force on SERIAL)."""
+def _both_acknowledged_at_25():
+    """SERIAL and b at 25 % (100 W each), both acknowledged."""
     w = machine()
     w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
     _ok(w, w.next_command(1.0), 1.0)
     _ok(w, w.next_command(1.6), 1.6)
+    return w
+
+
+def _failed_raise_of_a():
+    """Both at 25 % (100 W) acknowledged; then SERIAL's raise to 75 % fails (the DTU may still re-send and apply
+    it: 300 W may be in force on SERIAL)."""
+    w = _both_acknowledged_at_25()
     w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=2.0, now=2.0)
     raise_a = w.next_command(2.0)
     assert (raise_a.serial, raise_a.limit_pct) == (SERIAL, 75.0)        # 300 + 100 W <= 500 W: at once
@@ -731,10 +737,7 @@ def test_an_inverter_whose_acknowledged_limit_became_unknown_still_counts_its_ra
     """The DTU reads back 20 % where 25 % was acknowledged (the acknowledged value is then unknown and the limit
     sent again); SERIAL's raise to 75 % is in flight. Moving the power to b must wait: 'unknown' once let b's raise
     go beside SERIAL's 300 W in flight (600 W > 500 W on the wire). The read-back stands for the limit in force."""
-    w = machine()
-    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
-    _ok(w, w.next_command(1.0), 1.0)
-    _ok(w, w.next_command(1.6), 1.6)
+    w = _both_acknowledged_at_25()
     w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 20.0, "b": 25.0}, 5.0)
     assert w.slots[SERIAL].acked_pct is None and w._possible_pct(w.slots[SERIAL]) == 20.0
     w.on_setpoint(_capped(75.0, 25.0), seq=2, msg_t=6.0, now=6.0)
@@ -755,10 +758,7 @@ def test_two_inverters_lowering_from_their_read_back_do_not_wait_for_each_other(
     """After a DTU reboot nothing is acknowledged and the DTU reads back 100 % on both: 30 % on each is a reduction
     from what may be in force, and goes at once. Judged as raises (against an unknown acknowledged limit) while
     each counted as lowering for the other, they waited for each other for good."""
-    w = machine()
-    w.on_setpoint(_capped(25.0, 25.0), seq=1, msg_t=1.0, now=1.0)
-    _ok(w, w.next_command(1.0), 1.0)
-    _ok(w, w.next_command(1.6), 1.6)
+    w = _both_acknowledged_at_25()
     reboot = Command("dtu_reboot", None)
     w.on_sent(reboot, 2.0, None, 2.0)
     w.on_inventory([SERIAL, "b"], {SERIAL, "b"}, {SERIAL: 100.0, "b": 100.0}, 40.0)
