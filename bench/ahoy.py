@@ -200,8 +200,10 @@ class AhoyLoop(ClosedLoop):
             self.schedule(t + max(MIN_POLL_DELAY_S, delay), "http")
         elif kind == "battery":
             out = [(M.VENUS_BATTERY, self._battery_body())]
-            if self.reader.status_due(self.clock.monotonic()):
-                out.append(self.reader.status(self.clock.monotonic()))
+            now = self.clock.monotonic()
+            if self.poller.status_gate.heartbeat_due(now):          # PollLoop.run's dtu.status heartbeat
+                out.append(self.reader.status(now))
+                self.poller.status_gate.sent(out[-1][1], now)
             self.deliver(out, t)
             self.schedule(t + BATTERY_INTERVAL_S, "battery")
         else:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from common import messages as m
+from common.cadence import STATUS_HEARTBEAT_S
 from services.dtu_poller.client import InverterLive, InverterSummary, LimitStatus
 from services.dtu_poller.rating import ProvenRatings, RatingCheck
 
 log = logging.getLogger(__name__)
 
-STATUS_INTERVAL_S = 5.0
+STATUS_INTERVAL_S = STATUS_HEARTBEAT_S
 # dtu.status fields that change with every poll without news: its publisher sends a status in which only these
 # moved at most every STATUS_INTERVAL_S (common/cadence.py)
 STATUS_VOLATILE = ("data_age_s", "last_ok_t_mono")
@@ -115,7 +116,6 @@ class Reader:
     last_error_kind: Optional[str] = None
     last_error_detail: Optional[str] = None
     last_ok_t: Optional[float] = None
-    last_status_t: Optional[float] = None
     firmware: Optional[str] = None
     unreachable: list = field(default_factory=list)
     data_ages: dict = field(default_factory=dict)
@@ -215,7 +215,6 @@ class Reader:
         return [self.status(now)]
 
     def status(self, now: float) -> tuple:
-        self.last_status_t = now
         body = {
             "ok": self.error_count == 0 and self.last_ok_t is not None,
             "error_kind": self.last_error_kind if self.error_count else (None if self.last_ok_t else "starting"),
@@ -232,6 +231,3 @@ class Reader:
         if self.last_ok_t is not None:
             body["last_ok_t_mono"] = self.last_ok_t
         return (m.DTU_STATUS, body)
-
-    def status_due(self, now: float) -> bool:
-        return self.last_status_t is None or now - self.last_status_t >= STATUS_INTERVAL_S
