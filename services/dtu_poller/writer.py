@@ -387,10 +387,10 @@ class WriterMachine:
             pct = slot.desired_pct
             reason = f"refresh (unchanged for {self.params.limit_refresh_s:g} s)" if unchanged else slot.desired_reason
             if not unchanged and self._raises(slot):
-                if not self._fits_under_cap(serial, slot, pct):
+                room_pct = self._room_pct(serial, slot)
+                if room_pct is None or pct > room_pct:
                     if any(self._lowering(other, o) for other, o in self.slots.items() if other != serial):
                         continue  # a raise waits for the reductions that make room for it: the sum stays under the cap
-                    room_pct = self._room_pct(serial, slot)
                     if room_pct is not None:   # nothing pending will make room: only what fits under the cap
                         if not slot.cut_logged:
                             slot.cut_logged = True
