@@ -103,6 +103,9 @@ CTRL_SETTINGS = "ctrl.settings"      # user settings in force (answers venus.set
 # venus_publisher
 VENUS_BATTERY = "venus.battery"      # battery state from D-Bus, on change and at least every 2 s
 VENUS_SETTING = "venus.setting"      # a user's SetValue on the acload, validated; repeated until confirmed
+# Fields of dtu.status and meter.status that move with every poll without news (a status in which only these
+# changed is not sent again before its heartbeat, and venus_publisher redraws nothing for it)
+STATUS_VOLATILE = ("data_age_s", "last_ok_t_mono")
 
 SETTING_NAMES = ("max_feed_in", "power_feed_in_soc", "soc_floating_max", "zero_point")
 ALARM_NAMES = ("grid_meter", "balcony_meter", "dtu", "inverter", "temperature", "battery", "controller")

@@ -19,9 +19,6 @@ from services.dtu_poller.rating import ProvenRatings, RatingCheck
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = STATUS_HEARTBEAT_S
-# dtu.status fields that change with every poll without news: its publisher sends a status in which only these
-# moved at most every STATUS_INTERVAL_S (common/cadence.py)
-STATUS_VOLATILE = ("data_age_s", "last_ok_t_mono")
 
 
 def max_power_w(live: InverterSummary, status: Optional[LimitStatus]) -> Optional[float]:

@@ -22,8 +22,7 @@ from common.service import StepGuard
 from services.dtu_poller.client import DtuError, DtuRateLimited, LimitStatus, OpenDtuClient
 from services.dtu_poller.gateway import Gateway, GatewayChanged, detect, open_gateway, read_only_reason, rechecker
 from services.dtu_poller.rating import ProvenRatings
-from services.dtu_poller.reader import STATUS_INTERVAL_S, STATUS_VOLATILE, PollResult, Reader, limit_fields, \
-    max_power_w
+from services.dtu_poller.reader import STATUS_INTERVAL_S, PollResult, Reader, limit_fields, max_power_w
 from services.dtu_poller.writer import Inventory, WriterLoop
 
 RATINGS_FILE = "dtu-ratings.json"      # in [control] state_dir: ratings the AC power proved (rating.py)
@@ -69,7 +68,7 @@ class PollLoop:
         self._ratings_t: Optional[float] = None
         # dtu.status goes out when it says something new, else every STATUS_INTERVAL_S (the reader builds one
         # after each poll; the data ages and the time of the last good poll change each time and are no news)
-        self.status_gate = StatusGate(STATUS_INTERVAL_S, volatile=STATUS_VOLATILE)
+        self.status_gate = StatusGate(STATUS_INTERVAL_S, volatile=m.STATUS_VOLATILE)
 
     def _publish(self, messages, now: float) -> None:
         for topic, body in messages:

@@ -40,7 +40,7 @@ HEARTBEAT_SLACK_S = 2.0       # a status heartbeat waits this long for the meter
 
 def status_gates() -> dict:
     """role -> StatusGate: last_ok_t_mono moves with every sample and is no news (meter.grid carries it)."""
-    return {role: StatusGate(STATUS_EVERY_S, volatile=("last_ok_t_mono",)) for role in ("grid", "balcony")}
+    return {role: StatusGate(STATUS_EVERY_S, volatile=m.STATUS_VOLATILE) for role in ("grid", "balcony")}
 
 
 class Emitter:

@@ -1,12 +1,12 @@
-"""The imperative shell of shelly_poller: one thread per meter, one for the relay, an outbox for the publisher.
+"""The imperative shell of shelly_poller: one thread per meter, one for the relay.
 
-Threads never touch the ZeroMQ Publisher (not thread-safe): they hand `(topic, body)` to an Outbox, and the main
-thread publishes. A hanging Shelly only blocks its own thread, and every request has a timeout anyway.
+Threads hand `(topic, body)` to the `emit` function they are given (`__main__.Emitter`: one lock around the ZeroMQ
+Publisher, which is not thread-safe). A hanging Shelly only blocks its own thread, and every request has a
+timeout anyway.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -26,28 +26,6 @@ BALCONY_MAX_RETRY_S = 30.0
 REDETECT_AFTER_ERRORS = 10         # answers that make no sense this often: detect the device again
 MAX_COMMAND_AGE_S = 30.0           # an older ctrl.relay is not carried out
 REPEAT_NOTE_S = 2.0                # an unchanged reading younger than this is normal (devices refresh about 1/s)
-
-
-# ---------------------------------------------------------------- outbox
-
-class Outbox:
-    """Thread-safe hand-over of messages to the one publishing thread."""
-
-    def __init__(self, maxsize: int = 1000):
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self.dropped = 0
-
-    def put(self, topic: str, body: dict) -> None:
-        try:
-            self._queue.put_nowait((topic, body))
-        except queue.Full:
-            self.dropped += 1
-
-    def get(self, timeout_s: float) -> Optional[tuple[str, dict]]:
-        try:
-            return self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
 
 
 # ---------------------------------------------------------------- freshness

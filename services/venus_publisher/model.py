@@ -87,12 +87,10 @@ class BatteryView:
     detail: Optional[str] = None
 
 
-# status fields that change with every poll and are not shown: a status in which only they moved redraws nothing
-_NOT_SHOWN = ("data_age_s", "last_ok_t_mono")
-
-
 def _news(body: dict) -> dict:
-    return {k: v for k, v in body.items() if k not in _NOT_SHOWN}
+    """A status without the fields that move with every poll (not shown: a status in which only they moved
+    redraws nothing)."""
+    return {k: v for k, v in body.items() if k not in m.STATUS_VOLATILE}
 
 
 @dataclass
