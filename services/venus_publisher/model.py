@@ -155,20 +155,18 @@ class Inputs:
         return out
 
     def fresh_inverter(self, serial: str, now: float, params: Params) -> Optional[dict]:
-        seen = self.inverters.get(serial)
-        if seen is None:
-            return None
-        sample_t = num(seen.body.get("sample_t_mono"))
-        age_s = now - (min(sample_t, seen.t) if sample_t is not None else seen.t)
-        return seen.body if age_s <= params.dtu_stale_s else None
+        return self.fresh(self.inverters.get(serial), now, params.dtu_stale_s, "sample_t_mono")
+
+    @staticmethod
+    def _since_t(seen: Seen, sample_key: Optional[str]) -> float:
+        """What a value's age counts from: its arrival, or the sample time it carries when that is earlier."""
+        sample_t = num(seen.body.get(sample_key)) if sample_key is not None else None
+        return seen.t if sample_t is None else min(seen.t, sample_t)
 
     def fresh(self, seen: Optional[Seen], now: float, max_age_s: float, sample_key: Optional[str] = None):
         if seen is None:
             return None
-        t = seen.t
-        if sample_key is not None and num(seen.body.get(sample_key)) is not None:
-            t = min(t, seen.body[sample_key])
-        return seen.body if now - t <= max_age_s else None
+        return seen.body if now - self._since_t(seen, sample_key) <= max_age_s else None
 
     def next_stale_t(self, now: float, params: Params) -> float:
         """The earliest time after `now` at which something shown turns stale without a new message (a sample,
@@ -177,12 +175,8 @@ class Inputs:
         deadlines = [self.started_t + params.status_stale_s]
 
         def add(seen: Optional[Seen], max_age_s: Optional[float], sample_key: Optional[str] = None) -> None:
-            if seen is None or max_age_s is None:
-                return
-            t = seen.t
-            if sample_key is not None and num(seen.body.get(sample_key)) is not None:
-                t = min(t, seen.body[sample_key])
-            deadlines.append(t + max_age_s)
+            if seen is not None and max_age_s is not None:
+                deadlines.append(self._since_t(seen, sample_key) + max_age_s)
 
         add(self.grid, params.grid_stale_s, "sample_t_mono")
         add(self.balcony, params.balcony_stale_s, "sample_t_mono")
