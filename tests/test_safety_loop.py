@@ -120,6 +120,10 @@ def test_proven_ratings_survive_a_restart_in_the_state_file_and_a_hostile_file_i
     store = ProvenRatings(path)
     store.put("1164a00a6340", 2000.0)
     assert ProvenRatings(path).get("1164a00a6340") == 2000.0
+    store.put("1164a00a6340", 2100.0)                    # within 15 %: not written again
+    assert ProvenRatings(path).get("1164a00a6340") == 2000.0
+    store.put("1164a00a6340", 3000.0)
+    assert ProvenRatings(path).get("1164a00a6340") == 3000.0
     store.put("1164a00a6340", 0.0)                       # disproved: forgotten in the file too
     assert ProvenRatings(path).by_serial == {}
     for text in ("<html>", "null", "[1]", '{"a": NaN, "b": -5, "c": true, "d": 1e9, "e": "2000", "f": 800}'):

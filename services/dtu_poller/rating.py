@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -153,7 +152,10 @@ class ProvenRatings:
         return self.by_serial.get(serial, 0.0)
 
     def put(self, serial: str, observed_w: float) -> None:
-        if observed_w == self.by_serial.get(serial, 0.0):
+        """Kept when the proof appears, goes, or moves by more than TOLERANCE (a proof grows with the output it
+        sees: not a flash write for every poll)."""
+        kept_w = self.by_serial.get(serial, 0.0)
+        if observed_w == kept_w or (observed_w > 0 and kept_w > 0 and abs(observed_w - kept_w) <= kept_w * TOLERANCE):
             return
         if observed_w > 0:
             self.by_serial[serial] = observed_w
