@@ -8,11 +8,11 @@ set -uo pipefail
 py="$1"; workers="$2"; shift 2
 logdir="$(mktemp -d)"
 pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$logdir"' EXIT     # an interrupted run leaves no pytest behind
 for module in "$@"; do
     "$py" -m pytest -q -p no:cacheprovider "$module" > "$logdir/$(basename "$module").log" 2>&1 &
     pids+=("$!")
 done
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$logdir"' EXIT
 "$py" -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile tests $(printf -- '--ignore=%s ' "$@")
 status=$?
 i=0
